@@ -1,0 +1,37 @@
+# opsverify — the two commands that matter: `make verify` (all gates) and `make test` (self-tests).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+TEST_ARGS ?=
+STAMP := $(VENV)/.installed
+
+.PHONY: venv verify test lint sample clean help
+
+help:
+	@echo "make verify [PYTEST_ARGS='-m smoke --target NAME']   run the gates, write reports/latest/report.html"
+	@echo "make test   [TEST_ARGS=...]                          run the suite's own tests (tests/)"
+	@echo "make venv | lint | sample | clean"
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $(STAMP)
+
+verify: $(STAMP)
+	$(BIN)/python -m pytest suites $(PYTEST_ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest tests $(TEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+sample: $(STAMP)
+	$(BIN)/python -m fixtures.sample_service standalone
+
+clean:
+	rm -rf reports/2* reports/latest reports/history.jsonl

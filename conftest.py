@@ -1,0 +1,7 @@
+"""Registers the opsverify plugin and the fixture modules; nothing else lives here."""
+
+pytest_plugins = [
+    "opsverify.plugin",
+    "fixtures.core",
+    "fixtures.smoke",
+]

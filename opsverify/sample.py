@@ -1,0 +1,151 @@
+"""Running the bundled reference service (fixtures/sample_service) as a real process.
+
+The suite starts it on a free loopback port against a throwaway database, waits until it
+answers, and stops it (and its whole process group) however the run ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from opsverify import cleanup
+from opsverify.config import REPO_ROOT
+from opsverify.errors import OpsError
+from opsverify.services import free_port
+
+SAMPLE_ALEMBIC_INI = REPO_ROOT / "fixtures" / "sample_service" / "alembic.ini"
+START_TIMEOUT_S = 30.0
+SEED_ROWS = 200
+
+
+class ServiceStartError(OpsError):
+    pass
+
+
+def _python_env(extra: Mapping[str, str]) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    env.update(extra)
+    return env
+
+
+def run_cli(args: list[str], env: Mapping[str, str], timeout_s: float = 120.0) -> None:
+    """`python -m fixtures.sample_service ARGS`; raises with its one-line error on failure."""
+    result = subprocess.run(
+        [sys.executable, "-m", "fixtures.sample_service", *args],
+        env=_python_env(env),
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
+    if result.returncode != 0:
+        tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise ServiceStartError(f"reference service `{' '.join(args)}` failed: {tail[0]}")
+
+
+def migrate_and_seed(database_url: str, rows: int = SEED_ROWS, revision: str = "head") -> None:
+    run_cli(["migrate", "--revision", revision], {"DATABASE_URL": database_url})
+    if rows:
+        run_cli(["seed", "--rows", str(rows)], {"DATABASE_URL": database_url})
+
+
+@dataclass
+class ReferenceService:
+    """A running reference service process."""
+
+    base_url: str
+    port: int
+    database_url: str
+    redis_url: str
+    log_path: Path
+    process: subprocess.Popen[bytes]
+    env: dict[str, str] = field(default_factory=dict)
+
+    def stop(self) -> None:
+        cleanup.stop_process(self.process)
+
+    @property
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def access_log(self) -> list[dict[str, object]]:
+        """The service's JSON request lines (the proof of what reached it)."""
+        import json
+
+        entries = []
+        for line in self.log_path.read_text(encoding="utf-8", errors="replace").splitlines():
+            with contextlib.suppress(json.JSONDecodeError):
+                entry = json.loads(line)
+                if isinstance(entry, dict) and entry.get("msg") == "request":
+                    entries.append(entry)
+        return entries
+
+
+def start_reference_service(
+    *,
+    database_url: str,
+    redis_url: str,
+    log_path: Path,
+    redis_prefix: str = "sample:",
+    faults: str = "",
+    env: Mapping[str, str] | None = None,
+    timeout_s: float = START_TIMEOUT_S,
+) -> ReferenceService:
+    port = free_port()
+    child_env = {
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "REDIS_PREFIX": redis_prefix,
+        "SAMPLE_FAULTS": faults,
+        **(env or {}),
+    }
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log = log_path.open("ab")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fixtures.sample_service", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=_python_env(child_env),
+        cwd=REPO_ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    log.close()
+    token = cleanup.register(f"reference service :{port}", lambda: cleanup.stop_process(process))
+    service = ReferenceService(f"http://127.0.0.1:{port}", port, database_url, redis_url, log_path, process, child_env)
+    deadline = time.monotonic() + timeout_s
+    # Any HTTP answer means it is up; whether it is *healthy* is for the checks to say.
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            cleanup.done(token)
+            tail = log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-1:] or ["no output"]
+            raise ServiceStartError(f"reference service exited with {process.returncode}: {tail[0]}")
+        with contextlib.suppress(httpx.HTTPError):
+            httpx.get(f"{service.base_url}/health/live", timeout=1.0)
+            cleanup.done(token)
+            return service
+        time.sleep(0.1)
+    service.stop()
+    cleanup.done(token)
+    raise ServiceStartError(f"reference service did not answer on port {port} within {timeout_s:.0f} s (log: {log_path})")
+
+
+@contextlib.contextmanager
+def running_reference_service(**kwargs: object) -> Iterator[ReferenceService]:
+    service = start_reference_service(**kwargs)  # type: ignore[arg-type]
+    token = cleanup.register(f"reference service :{service.port}", service.stop)
+    try:
+        yield service
+    finally:
+        service.stop()
+        cleanup.done(token)
