@@ -1,0 +1,54 @@
+"""Self-test fixtures: one pair of real servers for the whole self-test session.
+
+Gate runs under test use `--services external` pointed at these, so each run costs a template
+clone instead of a server start. Tests that prove the providers themselves start their own.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from opsverify.services import LocalProvider, PostgresServer, RedisServer, choose_provider
+from tests.gaterun import GateRun, run_gates
+
+
+@pytest.fixture(scope="session")
+def shared_servers() -> Iterator[tuple[PostgresServer, RedisServer]]:
+    provider = choose_provider(os.environ.get("OPS_SELFTEST_SERVICES", "auto"))
+    if provider.name == "containers":
+        # Local servers start faster and need no engine; containers are proven by their own test.
+        local = LocalProvider()
+        try:
+            pg, rd = local.start()
+            provider = local
+        except Exception:
+            pg, rd = provider.start()
+    else:
+        pg, rd = provider.start()
+    try:
+        yield pg, rd
+    finally:
+        provider.stop()
+
+
+@pytest.fixture(scope="session")
+def external_env(shared_servers: tuple[PostgresServer, RedisServer]) -> dict[str, str]:
+    pg, rd = shared_servers
+    return {"OPS_DATABASE_URL": pg.url(), "OPS_REDIS_URL": rd.url(), "OPS_SERVICES": "external"}
+
+
+@pytest.fixture
+def gates(tmp_path: Path, external_env: dict[str, str]) -> Callable[..., GateRun]:
+    """`gates("-m", "smoke", faults="health=503")` runs the real gates against the reference service."""
+
+    counter = iter(range(1000))
+
+    def run(*args: str, faults: str = "", env: dict[str, str] | None = None, **kwargs: object) -> GateRun:
+        report_dir = tmp_path / f"reports-{next(counter)}"
+        return run_gates(*args, report_dir=report_dir, env={**external_env, **(env or {})}, faults=faults, **kwargs)  # type: ignore[arg-type]
+
+    return run
