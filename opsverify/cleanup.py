@@ -49,7 +49,7 @@ def run_all() -> None:
             description, action = _actions.pop(token)
         try:
             action()
-        except Exception as exc:  # noqa: BLE001 - cleanup must go on with the next owner
+        except Exception as exc:
             log.warning("cleanup of %s failed: %s", description, exc)
 
 

@@ -133,9 +133,7 @@ class PerfSection:
     processes: int = 0
     abort_on_fail: bool = False
     abort_delay_s: float = 5.0
-    thresholds: dict[str, list[str]] = field(
-        default_factory=lambda: {"total": ["p(95)<1000", "rate<0.01"]}
-    )
+    thresholds: dict[str, list[str]] = field(default_factory=lambda: {"total": ["p(95)<1000", "rate<0.01"]})
     queries: list[QueryBench] = field(default_factory=list)
 
 
@@ -222,7 +220,7 @@ def available_targets() -> list[str]:
 
 def find_profile(name_or_path: str) -> Path:
     candidate = Path(name_or_path)
-    if candidate.suffix == ".toml" or "/" in name_or_path and candidate.exists():
+    if candidate.suffix == ".toml" or ("/" in name_or_path and candidate.exists()):
         if candidate.is_file():
             return candidate.resolve()
         raise ProfileError(f"target profile {name_or_path} not found (no such file)")
@@ -302,7 +300,7 @@ def load_profile(name_or_path: str, *, environ: typing.Mapping[str, str] | None 
 
 def _build_secrets(raw: Any, path: Path) -> dict[str, SecretRef]:
     if not isinstance(raw, dict):
-        raise ProfileError(f"{_display(path)}: secrets: expected a table of NAME = \"ENV_VAR\"")
+        raise ProfileError(f'{_display(path)}: secrets: expected a table of NAME = "ENV_VAR"')
     refs: dict[str, SecretRef] = {}
     for key, value in raw.items():
         if isinstance(value, str):

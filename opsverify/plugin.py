@@ -37,6 +37,7 @@ from opsverify.report import (
     summary_sections,
     write_json,
 )
+from opsverify.services import choose_provider
 
 MARKERS = {
     "smoke": "read-only checks that the service and its dependencies answer (GET/HEAD only)",
@@ -93,7 +94,9 @@ class OpsSession:
                 f"(pass --allow-protected together with --allow-mutations to override)"
             )
         if not dr and not self.allow_mutations:
-            return f"{what} test skipped: target '{self.profile.name}' is not owned by the suite (pass --allow-mutations)"
+            return (
+                f"{what} test skipped: target '{self.profile.name}' is not owned by the suite (pass --allow-mutations)"
+            )
         return None
 
 
@@ -114,20 +117,45 @@ def get_session(config: pytest.Config) -> OpsSession:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("opsverify", "operational verification gates")
-    group.addoption("--target", default=None, help="target profile NAME (targets/NAME.toml) or PATH; env OPS_TARGET; default sample")
+    group.addoption(
+        "--target", default=None, help="target profile NAME (targets/NAME.toml) or PATH; env OPS_TARGET; default sample"
+    )
     group.addoption("--base-url", default=None, help="check the service at this URL; start nothing")
-    group.addoption("--services", default=None, choices=SERVICE_MODES, help="where Postgres/Redis come from (default auto; env OPS_SERVICES)")
-    group.addoption("--allow-mutations", action="store_true", default=False, help="run tests marked mutating (env OPS_ALLOW_MUTATIONS=1)")
-    group.addoption("--allow-protected", action="store_true", default=False, help="allow mutating/dr tests on a protected profile")
-    group.addoption("--allow-ready-degraded", action="store_true", default=False, help="accept 503 from readiness endpoints; liveness must stay 200")
-    group.addoption("--expect-mode", default="normal", choices=EXPECT_MODES, help="the mode the target is expected to be in")
+    group.addoption(
+        "--services",
+        default=None,
+        choices=SERVICE_MODES,
+        help="where Postgres/Redis come from (default auto; env OPS_SERVICES)",
+    )
+    group.addoption(
+        "--allow-mutations",
+        action="store_true",
+        default=False,
+        help="run tests marked mutating (env OPS_ALLOW_MUTATIONS=1)",
+    )
+    group.addoption(
+        "--allow-protected", action="store_true", default=False, help="allow mutating/dr tests on a protected profile"
+    )
+    group.addoption(
+        "--allow-ready-degraded",
+        action="store_true",
+        default=False,
+        help="accept 503 from readiness endpoints; liveness must stay 200",
+    )
+    group.addoption(
+        "--expect-mode", default="normal", choices=EXPECT_MODES, help="the mode the target is expected to be in"
+    )
     group.addoption("--report-dir", default=None, help="where reports/<run-id>/ goes (default reports/)")
     group.addoption("--alembic-ini", default=None, help="alembic.ini of the migration tree to check")
     group.addoption("--backup-dir", default=None, help="restore the newest backup found in DIR (DR newest-backup mode)")
     group.addoption("--dr-rows", type=int, default=200_000, help="rows seeded into the DR source database (fresh mode)")
     group.addoption("--perf-users", type=int, default=None, help="locust users (overrides perf.users)")
-    group.addoption("--perf-duration", type=float, default=None, help="load duration in seconds (overrides perf.duration_s)")
-    group.addoption("--perf-spawn-rate", type=float, default=None, help="users started per second (overrides perf.spawn_rate)")
+    group.addoption(
+        "--perf-duration", type=float, default=None, help="load duration in seconds (overrides perf.duration_s)"
+    )
+    group.addoption(
+        "--perf-spawn-rate", type=float, default=None, help="users started per second (overrides perf.spawn_rate)"
+    )
     group.addoption("--perf-processes", type=int, default=None, help="locust worker processes (locust --processes N)")
 
 
@@ -177,6 +205,8 @@ def _build_session(config: pytest.Config, run_id: str) -> OpsSession:
     if profile.reference_service and base_url is None:
         _ensure_reference_token(profile)
         profile = load_profile(target)
+        # The suite must start servers for this target: say now, in one line, if it cannot.
+        choose_provider(services).check()
     return OpsSession(
         profile=profile,
         services=services,
@@ -294,7 +324,9 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     if session is None:
         return []
     where = session.base_url_override or session.profile.base_url or "reference service (started by the suite)"
-    return [f"opsverify: target {session.profile.name} -> {where}; services {session.services}; report {session.run_dir}"]
+    return [
+        f"opsverify: target {session.profile.name} -> {where}; services {session.services}; report {session.run_dir}"
+    ]
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -371,12 +403,16 @@ def pytest_html_report_title(report: Any) -> None:
     report.title = f"opsverify — {ops.profile.name if ops else 'report'}"
 
 
-def pytest_html_results_summary(prefix: list[str], summary: list[str], postfix: list[str], session: pytest.Session) -> None:
+def pytest_html_results_summary(
+    prefix: list[str], summary: list[str], postfix: list[str], session: pytest.Session
+) -> None:
     ops = session.config.stash.get(OPS_KEY, None)
     if ops is None:
         return
     history = read_history(ops.report_root / "history.jsonl", ops.record.target)
-    prefix.extend(redact(s) for s in summary_sections(ops.record, [*history, ops.record.history_line()], ops.extra_summary_html))
+    prefix.extend(
+        redact(s) for s in summary_sections(ops.record, [*history, ops.record.history_line()], ops.extra_summary_html)
+    )
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -475,10 +511,26 @@ def report_extra(request: pytest.FixtureRequest, pytestconfig: pytest.Config):  
 
     class _Extra:
         def text(self, name: str, content: str) -> None:
-            added.append({"name": name, "format_type": "text", "content": redact(content), "mime_type": "text/plain", "extension": "txt"})
+            added.append(
+                {
+                    "name": name,
+                    "format_type": "text",
+                    "content": redact(content),
+                    "mime_type": "text/plain",
+                    "extension": "txt",
+                }
+            )
 
         def html(self, content: str) -> None:
-            added.append({"name": "html", "format_type": "html", "content": redact(content), "mime_type": None, "extension": None})
+            added.append(
+                {
+                    "name": "html",
+                    "format_type": "html",
+                    "content": redact(content),
+                    "mime_type": None,
+                    "extension": None,
+                }
+            )
 
     yield _Extra()
     if extras is not None or added:

@@ -19,7 +19,9 @@ SENSITIVE_HEADERS = {"authorization", "cookie", "set-cookie", "x-api-key", "x-me
 
 
 def _safe_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    return {k: (MASK if k.lower() in SENSITIVE_HEADERS or "token" in k.lower() else redact(v)) for k, v in headers.items()}
+    return {
+        k: (MASK if k.lower() in SENSITIVE_HEADERS or "token" in k.lower() else redact(v)) for k, v in headers.items()
+    }
 
 
 @dataclass(frozen=True)

@@ -130,7 +130,9 @@ class RunRecord:
         reasons = list(self.attention)
         for f in self.figures.values():
             if f.needs_attention and f.budget is not None:
-                reasons.append(f"{f.name} {f.value:g}{f.unit} is above {f.warn_ratio:.0%} of its budget {f.budget:g}{f.unit}")
+                reasons.append(
+                    f"{f.name} {f.value:g}{f.unit} is above {f.warn_ratio:.0%} of its budget {f.budget:g}{f.unit}"
+                )
         return reasons
 
     @property

@@ -137,7 +137,9 @@ def start_reference_service(
         time.sleep(0.1)
     service.stop()
     cleanup.done(token)
-    raise ServiceStartError(f"reference service did not answer on port {port} within {timeout_s:.0f} s (log: {log_path})")
+    raise ServiceStartError(
+        f"reference service did not answer on port {port} within {timeout_s:.0f} s (log: {log_path})"
+    )
 
 
 @contextlib.contextmanager

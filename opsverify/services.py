@@ -83,7 +83,9 @@ class PgConn:
     def from_url(cls, url: str) -> PgConn:
         parts = urlsplit(url)
         if parts.scheme not in ("postgresql", "postgres", "postgresql+psycopg"):
-            raise ProviderError(f"OPS_DATABASE_URL: expected postgresql://user:password@host:port/db, got scheme '{parts.scheme}'")
+            raise ProviderError(
+                f"OPS_DATABASE_URL: expected postgresql://user:password@host:port/db, got scheme '{parts.scheme}'"
+            )
         return cls(
             host=parts.hostname or "127.0.0.1",
             port=parts.port or 5432,
@@ -296,7 +298,9 @@ def _redis_version(host: str, port: int, password: str, timeout_s: float) -> str
     last: Exception | None = None
     while time.monotonic() < deadline:
         try:
-            client = redis.Redis(host=host, port=port, password=password or None, socket_timeout=2, socket_connect_timeout=2)
+            client = redis.Redis(
+                host=host, port=port, password=password or None, socket_timeout=2, socket_connect_timeout=2
+            )
             try:
                 return str(client.info("server")["redis_version"])
             finally:
@@ -314,6 +318,8 @@ def _redis_version(host: str, port: int, password: str, timeout_s: float) -> str
 class Provider(Protocol):
     name: str
 
+    def check(self) -> None: ...
+
     def start(self) -> tuple[PostgresServer, RedisServer]: ...
 
     def stop(self) -> None: ...
@@ -325,13 +331,30 @@ def docker_answers(timeout_s: float = 5.0) -> bool:
     if not shutil.which("docker"):
         return False
     try:
-        result = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"], capture_output=True, timeout=timeout_s)
+        result = subprocess.run(
+            ["docker", "info", "--format", "{{.ServerVersion}}"], capture_output=True, timeout=timeout_s
+        )
     except (OSError, subprocess.TimeoutExpired):
         return False
     return result.returncode == 0
 
 
 def local_binaries() -> tuple[Path | None, Path | None]:
+    """pg_ctl and redis-server; OPS_PG_BINDIR / OPS_REDIS_SERVER point at non-standard installs."""
+    pg_bindir = os.environ.get("OPS_PG_BINDIR")
+    redis_override = os.environ.get("OPS_REDIS_SERVER")
+    if pg_bindir is not None or redis_override is not None:
+        pg = Path(pg_bindir or "") / "pg_ctl" if pg_bindir else None
+        rd = Path(redis_override) if redis_override else None
+        if pg is None:
+            pg = local_binaries_default()[0]
+        if rd is None:
+            rd = local_binaries_default()[1]
+        return (pg if pg and pg.exists() else None), (rd if rd and rd.exists() else None)
+    return local_binaries_default()
+
+
+def local_binaries_default() -> tuple[Path | None, Path | None]:
     pg_ctl: Path | None = None
     if PG_BIN_ROOT.is_dir():
         versions = sorted((int(p.name) for p in PG_BIN_ROOT.iterdir() if p.name.isdigit()), reverse=True)
@@ -354,11 +377,14 @@ class ContainersProvider:
         self.redis_image = os.environ.get("OPS_REDIS_IMAGE", DEFAULT_REDIS_IMAGE)
         self._containers: list[object] = []
 
-    def start(self) -> tuple[PostgresServer, RedisServer]:
+    def check(self) -> None:
         if not docker_answers():
             raise ProviderError(
                 "--services containers: no Docker engine answers (start dockerd, or use --services local / external)"
             )
+
+    def start(self) -> tuple[PostgresServer, RedisServer]:
+        self.check()
         try:
             from testcontainers.community.postgres import PostgresContainer
             from testcontainers.community.redis import RedisContainer
@@ -369,7 +395,9 @@ class ContainersProvider:
         password = secrets.token_hex(12)
         pg = PostgresContainer(self.pg_image, username="postgres", password=password, dbname="postgres", driver=None)
         # fsync off: throwaway data, and it makes template clones and restores much faster.
-        pg.with_command("postgres -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
+        pg.with_command(
+            "postgres -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+        )
         rd = RedisContainer(self.redis_image)
         for container, what in ((pg, self.pg_image), (rd, self.redis_image)):
             token = cleanup.register(f"container {what}", lambda c=container: c.stop())
@@ -423,14 +451,19 @@ class LocalProvider:
         self._redis_exec: object | None = None
         self._tokens: list[int] = []
 
-    def start(self) -> tuple[PostgresServer, RedisServer]:
+    def check(self) -> None:
         pg_ctl, redis_bin = local_binaries()
         if pg_ctl is None or redis_bin is None:
             missing = " and ".join(n for n, p in (("pg_ctl", pg_ctl), ("redis-server", redis_bin)) if p is None)
             raise ProviderError(
-                f"--services local: {missing} not found (install postgresql and redis-server, "
-                f"or use --services containers / external)"
+                f"--services local: {missing} not found (install postgresql and redis-server or set "
+                f"OPS_PG_BINDIR / OPS_REDIS_SERVER, or use --services containers / external)"
             )
+
+    def start(self) -> tuple[PostgresServer, RedisServer]:
+        self.check()
+        pg_ctl, redis_bin = local_binaries()
+        assert pg_ctl is not None and redis_bin is not None
         from pytest_postgresql.executors.proc import PostgreSQLExecutor
         from pytest_redis.executor.process import RedisExecutor
 
@@ -440,7 +473,9 @@ class LocalProvider:
         executable = str(pg_ctl)
         if os.geteuid() == 0:
             if not shutil.which("unshare"):
-                raise ProviderError("--services local as root needs unshare (util-linux) to run PostgreSQL unprivileged")
+                raise ProviderError(
+                    "--services local as root needs unshare (util-linux) to run PostgreSQL unprivileged"
+                )
             wrapper = tmp / "pg_ctl"
             wrapper.write_text(_PG_CTL_WRAPPER.format(pg_ctl=pg_ctl))
             wrapper.chmod(wrapper.stat().st_mode | stat.S_IEXEC)
@@ -517,13 +552,17 @@ class ExternalProvider:
         self.database_url = env.get("OPS_DATABASE_URL", "")
         self.redis_url = env.get("OPS_REDIS_URL", "")
 
-    def start(self) -> tuple[PostgresServer, RedisServer]:
+    def check(self) -> None:
         missing = [n for n, v in (("OPS_DATABASE_URL", self.database_url), ("OPS_REDIS_URL", self.redis_url)) if not v]
         if missing:
             raise ProviderError(
                 f"--services external: set {' and '.join(missing)} (e.g. postgresql://user:pass@host:5432/postgres, "
                 f"redis://host:6379/0)"
             )
+        PgConn.from_url(self.database_url)
+
+    def start(self) -> tuple[PostgresServer, RedisServer]:
+        self.check()
         from opsverify.redact import register_secret
 
         conn = PgConn.from_url(self.database_url)

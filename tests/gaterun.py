@@ -82,7 +82,6 @@ def parse_junit(path: Path) -> tuple[dict[str, str], dict[str, str]]:
     for case in root.iter("testcase"):
         classname = case.get("classname", "")
         name = case.get("name", "")
-        module, _, cls = classname.rpartition(".") if classname.count(".") > 2 else (classname, "", "")
         file_part = classname.replace(".", "/") + ".py"
         nodeid = f"{file_part}::{name}"
         outcome = "passed"
