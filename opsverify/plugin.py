@@ -439,6 +439,12 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         f" — {_display(ops.run_dir / 'report.html')}"
     )
     reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if record.exit_status == int(pytest.ExitCode.NO_TESTS_COLLECTED):
+        hint = "nothing selected: choose gates with -m (smoke, integration, migration, dr, perf) or widen -k"
+        if reporter is not None:
+            reporter.write_line(hint, yellow=True)
+        else:
+            print(hint)
     if reporter is not None:
         reporter.write_line(line, bold=True, **{_COLOUR[record.result]: True})
     else:
