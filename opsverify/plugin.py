@@ -48,6 +48,8 @@ MARKERS = {
     "mutating": "writes to the target; refused unless --allow-mutations (or the suite owns the target)",
 }
 SERVICE_MODES = ("auto", "containers", "local", "external")
+# Per-gate test timeouts (pytest-timeout), applied unless a test sets its own @pytest.mark.timeout.
+GATE_TIMEOUTS_S = {"smoke": 120, "integration": 180, "migration": 300, "dr": 900, "perf": 600}
 EXPECT_MODES = ("normal", "maintenance", "read-only")
 FIGURE_PROP = "ops_figure"
 ATTENTION_PROP = "ops_attention"
@@ -327,6 +329,15 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     return [
         f"opsverify: target {session.profile.name} -> {where}; services {session.services}; report {session.run_dir}"
     ]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("timeout") is not None:
+            continue
+        budgets = [s for gate, s in GATE_TIMEOUTS_S.items() if item.get_closest_marker(gate) is not None]
+        if budgets:
+            item.add_marker(pytest.mark.timeout(max(budgets)))
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
