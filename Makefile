@@ -35,7 +35,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 sample: $(STAMP)
-	$(BIN)/python -m fixtures.sample_service standalone
+	$(BIN)/python -m opsverify.sample
 
 clean:
 	rm -rf reports/2* reports/latest reports/history.jsonl

@@ -112,6 +112,8 @@ class BackupSection:
     jobs: int = 2
     format: str = "custom"
     redis: bool = True
+    # The team's Redis backup ({output} {host} {port}); default: BGSAVE + redis-cli --rdb.
+    redis_command: str | None = None
 
 
 @dataclass(frozen=True)

@@ -131,7 +131,7 @@ def start_reference_service(
             tail = log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-1:] or ["no output"]
             raise ServiceStartError(f"reference service exited with {process.returncode}: {tail[0]}")
         with contextlib.suppress(httpx.HTTPError):
-            httpx.get(f"{service.base_url}/health/live", timeout=1.0)
+            httpx.get(f"{service.base_url}/health/live", timeout=5.0)  # a latency_ms fault may add seconds
             cleanup.done(token)
             return service
         time.sleep(0.1)
@@ -151,3 +151,49 @@ def running_reference_service(**kwargs: object) -> Iterator[ReferenceService]:
     finally:
         service.stop()
         cleanup.done(token)
+
+
+def standalone(services: str = "auto") -> int:
+    """`make sample`: the reference service in the foreground on its own throwaway servers."""
+    import signal
+
+    from opsverify.services import choose_provider
+
+    provider = choose_provider(services)
+    pg, rd = provider.start()
+    token = cleanup.register(f"{provider.name} provider", provider.stop)
+    try:
+        with pg.throwaway_database() as url:
+            migrate_and_seed(url)
+            port = free_port()
+            env = _python_env({"DATABASE_URL": url, "REDIS_URL": rd.url(), "REDIS_PREFIX": "sample:"})
+            print(
+                f"reference service on http://127.0.0.1:{port} ({provider.name} Postgres {pg.version}, "
+                f"Redis {rd.version}); Ctrl-C stops it and removes everything",
+                flush=True,
+            )
+            process = subprocess.Popen(
+                [sys.executable, "-m", "fixtures.sample_service", "serve", "--host", "127.0.0.1", "--port", str(port)],
+                env=env,
+                cwd=REPO_ROOT,
+                start_new_session=True,
+            )
+            try:
+                signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+                process.wait()
+            except KeyboardInterrupt:
+                pass
+            finally:
+                cleanup.stop_process(process)
+    finally:
+        provider.stop()
+        cleanup.done(token)
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        raise SystemExit(standalone(os.environ.get("OPS_SERVICES", "auto")))
+    except OpsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(4) from None

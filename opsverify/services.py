@@ -385,6 +385,9 @@ class ContainersProvider:
 
     def start(self) -> tuple[PostgresServer, RedisServer]:
         self.check()
+        if "TESTCONTAINERS_RYUK_DISABLED" not in os.environ and not _image_present("testcontainers/ryuk"):
+            # No reaper image and maybe no registry: our own cleanup registry removes the containers.
+            os.environ["TESTCONTAINERS_RYUK_DISABLED"] = "true"
         try:
             from testcontainers.community.postgres import PostgresContainer
             from testcontainers.community.redis import RedisContainer
@@ -405,7 +408,8 @@ class ContainersProvider:
                 container.start()
             except Exception as exc:
                 self.stop()
-                container.stop()
+                with contextlib.suppress(Exception):
+                    container.stop()
                 cleanup.done(token)
                 raise ProviderError(f"could not start container {what}: {str(exc).splitlines()[0][:200]}") from None
             self._containers.append((container, token))
@@ -592,6 +596,66 @@ class ExternalProvider:
         return {"database_url": redact(self.database_url), "redis_url": redact(self.redis_url)}
 
 
+def _image_present(repository: str) -> bool:
+    try:
+        out = subprocess.run(["docker", "images", "-q", repository], capture_output=True, text=True, timeout=15).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return bool(out.strip())
+
+
+class AutoProvider:
+    """Containers when an engine answers and the images can be had; else local binaries."""
+
+    name = "auto"
+
+    def __init__(self) -> None:
+        self._chosen: Provider | None = None
+        self.note = ""
+
+    def check(self) -> None:
+        if docker_answers():
+            return
+        pg_ctl, redis_bin = local_binaries()
+        if pg_ctl and redis_bin:
+            return
+        raise ProviderError(
+            "no PostgreSQL/Redis available: start a Docker engine (--services containers), install the postgresql "
+            "and redis-server packages (--services local), or set OPS_DATABASE_URL and OPS_REDIS_URL "
+            "(--services external)"
+        )
+
+    def start(self) -> tuple[PostgresServer, RedisServer]:
+        self.check()
+        pg_ctl, redis_bin = local_binaries()
+        if docker_answers():
+            containers = ContainersProvider()
+            try:
+                servers = containers.start()
+                self._chosen = containers
+                self.name = containers.name
+                return servers
+            except ProviderError as exc:
+                if not (pg_ctl and redis_bin):
+                    raise
+                # A registry-less machine cannot pull the official images: local servers will do.
+                self.note = f"containers unavailable ({exc}); using local server binaries"
+                log.warning(self.note)
+        local = LocalProvider()
+        servers = local.start()
+        self._chosen = local
+        self.name = local.name
+        return servers
+
+    def stop(self) -> None:
+        if self._chosen is not None:
+            self._chosen.stop()
+
+    def describe(self) -> dict[str, str]:
+        info = self._chosen.describe() if self._chosen is not None else {}
+        return {**info, **({"provider_note": self.note} if self.note else {})}
+
+
 def choose_provider(mode: str) -> Provider:
     if mode == "containers":
         return ContainersProvider()
@@ -601,12 +665,4 @@ def choose_provider(mode: str) -> Provider:
         return ExternalProvider()
     if mode != "auto":
         raise ProviderError(f"--services {mode}: expected auto, containers, local or external")
-    if docker_answers():
-        return ContainersProvider()
-    pg_ctl, redis_bin = local_binaries()
-    if pg_ctl and redis_bin:
-        return LocalProvider()
-    raise ProviderError(
-        "no PostgreSQL/Redis available: start a Docker engine (--services containers), install the postgresql and "
-        "redis-server packages (--services local), or set OPS_DATABASE_URL and OPS_REDIS_URL (--services external)"
-    )
+    return AutoProvider()

@@ -1,0 +1,1274 @@
+"""The migration gate's engine: an alembic tree walked, stepped, rendered, linted and seeded.
+
+Alembic runs in this process through its own API (Config, ScriptDirectory, EnvironmentContext,
+the same calls `alembic.command` makes), with the ScriptDirectory parsed once per tree. Each
+throwaway database URL reaches the project's env.py three ways: `sqlalchemy.url`,
+`config.attributes["connection"]` (an open SQLAlchemy Connection) and env `DATABASE_URL`.
+
+Databases come from chains of templates, one per alembic state (set of heads): the template at
+a revision is a clone of its parent's plus one upgrade, so the whole tree is replayed once and
+every per-revision check costs a clone (~50 ms) instead of a replay.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.util
+import io
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from opsverify import cleanup
+from opsverify.config import REPO_ROOT
+from opsverify.errors import OpsError
+from opsverify.redact import redact
+from opsverify.services import PostgresServer
+
+log = logging.getLogger("opsverify.migrations")
+
+# Rules that block writers, break running code or rewrite tables: these fail the gate by default.
+DEFAULT_LINT_RULES: tuple[str, ...] = (
+    "require-concurrent-index-creation",
+    "require-concurrent-index-deletion",
+    "adding-required-field",
+    "adding-not-nullable-field",
+    "changing-column-type",
+    "constraint-missing-not-valid",
+    "adding-foreign-key-constraint",
+    "renaming-column",
+    "renaming-table",
+    "ban-drop-column",
+    "ban-drop-table",
+    "disallowed-unique-constraint",
+)
+LINT_TIMEOUT_S = 60.0
+MAX_REVISION_SLUG = 40
+_RUNNING = re.compile(r"Running (upgrade|downgrade) (.*?) -> (.*)$")
+_MARKER = re.compile(r"^-- Running upgrade (.*?) -> (.+)$", re.M)
+
+
+class MigrationError(OpsError):
+    """A tree that cannot be loaded or a step that failed; the message carries labelled context."""
+
+
+class StepFailed(MigrationError):
+    def __init__(self, direction: str, revision: str | None, cause: BaseException) -> None:
+        self.direction = direction
+        self.revision = revision
+        self.cause = cause
+        statement = getattr(cause, "statement", None)
+        orig = getattr(cause, "orig", None)
+        detail = str(orig or cause).strip().splitlines()[0] if str(orig or cause).strip() else type(cause).__name__
+        lines = [f"{direction} failed", f"Revision: {revision or 'unknown'}", f"Error: {type(cause).__name__}: {detail}"]
+        if statement:
+            lines.append(f"Statement: {' '.join(str(statement).split())[:400]}")
+        self.detail = redact("\n".join(lines[2:]))
+        super().__init__(redact("\n".join(lines)))
+
+    @property
+    def not_implemented(self) -> bool:
+        """The downgrade raised NotImplementedError: the revision declares itself irreversible."""
+        seen: set[int] = set()
+        exc: BaseException | None = self.cause
+        while exc is not None and id(exc) not in seen:
+            if isinstance(exc, NotImplementedError):
+                return True
+            seen.add(id(exc))
+            exc = exc.__cause__ or exc.__context__
+        return False
+
+
+def labelled(title: str, *context: tuple[str, object], help: str | None = None) -> str:
+    """pytest-alembic style: a headline, then `Label: value` lines an operator can act on."""
+    lines = [title]
+    for label, value in context:
+        text = str(value).rstrip()
+        if "\n" in text:
+            lines.append(f"{label}:")
+            lines.extend(f"  {line}" for line in text.splitlines())
+        else:
+            lines.append(f"{label}: {text}")
+    if help:
+        lines.append(f"Help: {help}")
+    return redact("\n".join(lines))
+
+
+# ---------------------------------------------------------------------------------------------
+# The tree
+
+
+@dataclass(frozen=True)
+class Revision:
+    id: str
+    parents: tuple[str, ...]
+    children: tuple[str, ...]
+    doc: str
+    path: Path
+    # Module attribute `data_change = True`: the revision rewrites rows on purpose.
+    data_change: bool
+
+    @property
+    def slug(self) -> str:
+        words = re.sub(r"[^a-z0-9]+", "-", self.doc.lower()).strip("-")
+        return words[:MAX_REVISION_SLUG].rstrip("-") or "revision"
+
+    @property
+    def test_id(self) -> str:
+        return f"{self.id}-{self.slug}"
+
+    @property
+    def is_merge(self) -> bool:
+        return len(self.parents) > 1
+
+    def describe(self) -> str:
+        return f"{self.id} ({self.doc or 'no message'}) {self.path.name}"
+
+
+def _url_for_sqlalchemy(url: str) -> str:
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def _url_for_libpq(url: str) -> str:
+    return url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+_env_lock = threading.RLock()
+
+
+@contextlib.contextmanager
+def _database_url_env(url: str | None) -> Iterator[None]:
+    """env.py files commonly read $DATABASE_URL; set it for the duration of one alembic run."""
+    with _env_lock:
+        old = os.environ.get("DATABASE_URL")
+        if url is not None:
+            os.environ["DATABASE_URL"] = _url_for_libpq(url)
+        try:
+            yield
+        finally:
+            if old is None:
+                os.environ.pop("DATABASE_URL", None)
+            else:
+                os.environ["DATABASE_URL"] = old
+
+
+class _StepLog(logging.Handler):
+    """Remembers the last "Running upgrade a -> b" alembic logged, to name a failing revision."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.last: tuple[str, str] | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        found = _RUNNING.search(record.getMessage())
+        if found:
+            direction = found.group(1)
+            rev = found.group(3) if direction == "upgrade" else found.group(2)
+            self.last = (direction, rev.split(",")[0].strip())
+
+
+class MigrationTree:
+    """One project's alembic tree, loaded from its alembic.ini once."""
+
+    def __init__(self, ini: Path) -> None:
+        from alembic.config import Config
+        from alembic.script import ScriptDirectory
+
+        self.ini = Path(ini).resolve()
+        if not self.ini.is_file():
+            raise MigrationError(f"alembic.ini not found: {self.ini}")
+        self._config_cls = Config
+        try:
+            self.script = ScriptDirectory.from_config(Config(str(self.ini)))
+            walked = list(self.script.walk_revisions())
+        except Exception as exc:
+            raise MigrationError(
+                labelled("the alembic tree cannot be loaded", ("Config", self.ini), ("Error", f"{type(exc).__name__}: {exc}"))
+            ) from None
+        self.revisions: dict[str, Revision] = {}
+        for script in reversed(walked):  # base first
+            down = script.down_revision
+            parents = (down,) if isinstance(down, str) else tuple(down or ())
+            self.revisions[script.revision] = Revision(
+                id=script.revision,
+                parents=tuple(parents),
+                children=tuple(sorted(script.nextrev)),
+                doc=(script.doc or "").strip().splitlines()[0] if script.doc else "",
+                path=Path(script.path),
+                data_change=bool(getattr(script.module, "data_change", False)),
+            )
+
+    # -- structure -------------------------------------------------------------------------
+
+    @property
+    def ordered(self) -> list[Revision]:
+        """Base first, every revision after all of its parents."""
+        order: list[Revision] = []
+        placed: set[str] = set()
+        pending = list(self.revisions.values())
+        while pending:
+            ready = [r for r in pending if all(p in placed for p in r.parents)]
+            if not ready:  # a cycle alembic would have refused; keep the walk order
+                order.extend(pending)
+                break
+            for rev in sorted(ready, key=lambda r: list(self.revisions).index(r.id)):
+                order.append(rev)
+                placed.add(rev.id)
+                pending.remove(rev)
+        return order
+
+    @property
+    def heads(self) -> tuple[str, ...]:
+        return tuple(sorted(self.script.get_heads()))
+
+    def ancestors(self, rev: str) -> set[str]:
+        seen: set[str] = set()
+        stack = list(self.revisions[rev].parents)
+        while stack:
+            cur = stack.pop()
+            if cur in seen:
+                continue
+            seen.add(cur)
+            stack.extend(self.revisions[cur].parents)
+        return seen
+
+    def describe_heads(self) -> str:
+        return "\n".join(self.revisions[h].describe() for h in self.heads)
+
+    # -- running alembic ---------------------------------------------------------------------
+
+    def config(self, url: str | None = None, connection: Any = None, buffer: io.StringIO | None = None) -> Any:
+        cfg = self._config_cls(str(self.ini), output_buffer=buffer)
+        if url:
+            # ConfigParser interpolation: a literal % (URL-encoded passwords) must be doubled.
+            cfg.set_main_option("sqlalchemy.url", _url_for_sqlalchemy(url).replace("%", "%%"))
+        if connection is not None:
+            cfg.attributes["connection"] = connection
+        # pytest-alembic's convention: env.py should not reconfigure logging of the host process.
+        cfg.attributes["configure_logger"] = False
+        return cfg
+
+    def _run(self, cfg: Any, fn: Callable[[Any, Any], Any], *, as_sql: bool, starting_rev: str | None, destination: str) -> None:
+        from alembic.runtime.environment import EnvironmentContext
+
+        with EnvironmentContext(cfg, self.script, fn=fn, as_sql=as_sql, starting_rev=starting_rev, destination_rev=destination):
+            self.script.run_env()
+
+    def step(self, url: str, direction: str, destination: str) -> None:
+        """`alembic upgrade|downgrade DESTINATION` on the database at `url`, in this process."""
+        from sqlalchemy import create_engine, pool
+
+        if direction == "upgrade":
+            def fn(rev: Any, context: Any) -> Any:
+                return self.script._upgrade_revs(destination, rev)
+        else:
+            def fn(rev: Any, context: Any) -> Any:
+                return self.script._downgrade_revs(destination, rev)
+
+        steps = _StepLog()
+        alembic_log = logging.getLogger("alembic.runtime.migration")
+        old_level = alembic_log.level
+        alembic_log.addHandler(steps)
+        if alembic_log.getEffectiveLevel() > logging.INFO:
+            alembic_log.setLevel(logging.INFO)
+        engine = create_engine(_url_for_sqlalchemy(url), poolclass=pool.NullPool)
+        try:
+            with _database_url_env(url), engine.connect() as connection:
+                self._run(self.config(url, connection), fn, as_sql=False, starting_rev=None, destination=destination)
+                connection.commit()
+        except Exception as exc:
+            revision = steps.last[1] if steps.last else destination
+            raise StepFailed(f"{direction} to {destination}", revision, exc) from exc
+        finally:
+            alembic_log.removeHandler(steps)
+            alembic_log.setLevel(old_level)
+            engine.dispose()
+
+    def upgrade(self, url: str, destination: str = "heads") -> None:
+        self.step(url, "upgrade", destination)
+
+    def downgrade(self, url: str, destination: str) -> None:
+        self.step(url, "downgrade", destination)
+
+    def downgrade_target(self, rev: str) -> str:
+        """Where `downgrade` goes to undo just `rev`: its (first) parent, or base for a root."""
+        parents = self.revisions[rev].parents
+        return parents[0] if parents else "base"
+
+    def render_sql(self, rev: str) -> str:
+        """`alembic upgrade PARENT:REV --sql`: the SQL this revision would run, with the script's SET preamble."""
+        revision = self.revisions[rev]
+        start = revision.parents[0] if revision.parents else None
+        buffer = io.StringIO()
+        with _database_url_env(None):
+            cfg = self.config("postgresql://opsverify@127.0.0.1/offline", buffer=buffer)
+
+            def fn(current: Any, context: Any) -> Any:
+                return self.script._upgrade_revs(rev, current)
+
+            try:
+                self._run(cfg, fn, as_sql=True, starting_rev=start, destination=rev)
+            except Exception as exc:
+                raise StepFailed("offline upgrade --sql", rev, exc) from exc
+        return extract_revision_sql(buffer.getvalue(), rev)
+
+
+def extract_revision_sql(script: str, rev: str) -> str:
+    """One revision's part of an offline script, after the SET statements that open the script."""
+    markers = list(_MARKER.finditer(script))
+    preamble_end = markers[0].start() if markers else len(script)
+    preamble = [s.strip() for s in script[:preamble_end].split(";\n") if s.strip().upper().startswith("SET ")]
+    for i, marker in enumerate(markers):
+        if rev in [p.strip() for p in marker.group(2).split(",")]:
+            end = markers[i + 1].start() if i + 1 < len(markers) else len(script)
+            body = script[marker.start() : end].rstrip()
+            body = re.sub(r"\n\s*BEGIN;\s*$", "", body)
+            head = "".join(f"{s};\n" for s in preamble)
+            return f"{head}\nBEGIN;\n\n{body}\n"
+    raise MigrationError(f"offline SQL has no section for revision {rev}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Schema snapshots: what a downgrade must restore
+
+
+@dataclass(frozen=True)
+class Schema:
+    items: frozenset[str]
+
+    def diff(self, other: Schema) -> tuple[list[str], list[str]]:
+        """(only in self, only in other)"""
+        return sorted(self.items - other.items), sorted(other.items - self.items)
+
+
+_SCHEMA_FILTER = "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%%' AND n.nspname NOT LIKE 'pg_temp%%'"
+_SCHEMA_QUERIES = {
+    "column": f"""
+        SELECT n.nspname || '.' || c.relname || '.' || a.attname || ' ' || format_type(a.atttypid, a.atttypmod)
+               || CASE WHEN a.attnotnull THEN ' NOT NULL' ELSE '' END
+               || coalesce(' DEFAULT ' || pg_get_expr(d.adbin, d.adrelid), '')
+               || CASE WHEN a.attidentity <> '' THEN ' IDENTITY ' || a.attidentity::text ELSE '' END
+               || CASE WHEN a.attgenerated <> '' THEN ' GENERATED' ELSE '' END
+        FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+        LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+        WHERE {_SCHEMA_FILTER} AND c.relkind IN ('r', 'p', 'v', 'm', 'f') AND a.attnum > 0 AND NOT a.attisdropped
+          AND c.relname <> 'alembic_version'""",
+    "relation": f"""
+        SELECT c.relkind::text || ' ' || n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE {_SCHEMA_FILTER} AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') AND c.relname NOT LIKE 'alembic_version%%'""",
+    "constraint": f"""
+        SELECT n.nspname || '.' || c.relname || ' ' || con.conname || ' ' || pg_get_constraintdef(con.oid)
+        FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE {_SCHEMA_FILTER} AND c.relname <> 'alembic_version'""",
+    "index": f"""
+        SELECT pg_get_indexdef(i.indexrelid) FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid
+        JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE {_SCHEMA_FILTER} AND c.relname <> 'alembic_version'""",
+    "view": f"""
+        SELECT n.nspname || '.' || c.relname || ' AS ' || pg_get_viewdef(c.oid) FROM pg_class c
+        JOIN pg_namespace n ON n.oid = c.relnamespace WHERE {_SCHEMA_FILTER} AND c.relkind IN ('v', 'm')""",
+    "type": f"""
+        SELECT n.nspname || '.' || t.typname || ' ' || coalesce(
+            (SELECT string_agg(e.enumlabel, ',' ORDER BY e.enumsortorder) FROM pg_enum e WHERE e.enumtypid = t.oid),
+            t.typtype::text)
+        FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+        WHERE {_SCHEMA_FILTER} AND t.typtype IN ('e', 'd')""",
+    "function": f"""
+        SELECT n.nspname || '.' || p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')'
+        FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+        WHERE {_SCHEMA_FILTER} AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = p.oid AND d.deptype = 'e')""",
+    "trigger": f"""
+        SELECT pg_get_triggerdef(t.oid) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+        JOIN pg_namespace n ON n.oid = c.relnamespace WHERE {_SCHEMA_FILTER} AND NOT t.tgisinternal""",
+    "extension": "SELECT extname FROM pg_extension WHERE extname <> 'plpgsql'",
+    "schema": f"SELECT n.nspname FROM pg_namespace n WHERE {_SCHEMA_FILTER} AND n.nspname <> 'public'",
+}
+
+
+_SNAPSHOT_SQL = "\nUNION ALL\n".join(
+    f"SELECT '{kind} ' || x FROM ({query.replace('%%', '%')}) AS q(x)" for kind, query in _SCHEMA_QUERIES.items()
+)
+
+
+def schema_snapshot(url: str) -> Schema:
+    """The database's schema as comparable lines (names and definitions, not physical order)."""
+    with psycopg.connect(_url_for_libpq(url), autocommit=True, connect_timeout=5) as conn:
+        rows = conn.execute(_SNAPSHOT_SQL).fetchall()  # type: ignore[call-overload]
+    return Schema(frozenset(str(r[0]) for r in rows))
+
+
+def current_heads(url: str, *, read_only: bool = False) -> tuple[str, ...]:
+    """`alembic current`: the versions in alembic_version (empty when the table does not exist)."""
+    options = "-c default_transaction_read_only=on" if read_only else None
+    with psycopg.connect(_url_for_libpq(url), autocommit=True, connect_timeout=5, options=options) as conn:
+        exists = conn.execute("SELECT to_regclass('alembic_version') IS NOT NULL").fetchone()
+        if not exists or not exists[0]:
+            return ()
+        rows = conn.execute("SELECT version_num FROM alembic_version ORDER BY 1").fetchall()
+    return tuple(str(r[0]) for r in rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# Generic seeding and row counts
+
+
+@dataclass(frozen=True)
+class _Column:
+    name: str
+    type_sql: str
+    type_kind: str  # pg_type.typtype / typcategory, e.g. "e" enum
+    udt: str
+    not_null: bool
+    has_default: bool
+    fk: tuple[str, str] | None  # (table, column) for single-column foreign keys
+    check_literal: str | None
+
+
+@dataclass
+class SeedReport:
+    seeded: dict[str, int] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        parts = [f"{t}: +{n}" for t, n in sorted(self.seeded.items())]
+        parts += [f"{t}: skipped ({why})" for t, why in sorted(self.skipped.items())]
+        return ", ".join(parts) or "no tables"
+
+
+def _tables(conn: psycopg.Connection) -> list[str]:
+    rows = conn.execute(
+        f"""SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) FROM pg_class c
+            JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND {_SCHEMA_FILTER.replace('%%', '%')}
+              AND c.relname <> 'alembic_version' ORDER BY 1"""
+    ).fetchall()
+    return [str(r[0]) for r in rows]
+
+
+def row_counts(url: str) -> dict[str, int]:
+    """Exact `count(*)` of every user table."""
+    counts: dict[str, int] = {}
+    with psycopg.connect(_url_for_libpq(url), autocommit=True, connect_timeout=5) as conn:
+        for table in _tables(conn):
+            row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+            counts[table] = int(row[0]) if row else 0
+    return counts
+
+
+def _columns(conn: psycopg.Connection, table: str) -> list[_Column]:
+    rows = conn.execute(
+        """
+        SELECT a.attname, format_type(a.atttypid, a.atttypmod), t.typtype, t.typcategory, t.typname, a.attnotnull,
+               (d.adbin IS NOT NULL OR a.attidentity <> '' OR a.attgenerated <> '') AS has_default,
+               (SELECT quote_ident(fn.nspname) || '.' || quote_ident(fc.relname) || ' ' || quote_ident(fa.attname)
+                  FROM pg_constraint f JOIN pg_class fc ON fc.oid = f.confrelid
+                  JOIN pg_namespace fn ON fn.oid = fc.relnamespace
+                  JOIN pg_attribute fa ON fa.attrelid = f.confrelid AND fa.attnum = f.confkey[1]
+                 WHERE f.conrelid = a.attrelid AND f.contype = 'f' AND array_length(f.conkey, 1) = 1
+                   AND f.conkey[1] = a.attnum LIMIT 1),
+               (SELECT pg_get_constraintdef(ck.oid) FROM pg_constraint ck
+                 WHERE ck.conrelid = a.attrelid AND ck.contype = 'c' AND ck.conkey = ARRAY[a.attnum] LIMIT 1)
+        FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+        LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+        WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum
+        """,
+        (table,),
+    ).fetchall()
+    columns = []
+    for name, type_sql, typtype, category, typname, not_null, has_default, fk, check in rows:
+        literal = None
+        if check:
+            found = re.search(r"'((?:[^']|'')*)'::", check)
+            literal = found.group(1) if found else None
+        columns.append(
+            _Column(
+                name=name,
+                type_sql=type_sql,
+                type_kind=f"{typtype}{category}",
+                udt=typname,
+                not_null=bool(not_null),
+                has_default=bool(has_default),
+                fk=tuple(fk.rsplit(" ", 1)) if fk else None,  # type: ignore[arg-type]
+                check_literal=literal,
+            )
+        )
+    return columns
+
+
+def _value_sql(table: str, col: _Column) -> str | None:
+    """A SQL expression over g.n (1..rows) giving a valid, distinct value; None when unknown."""
+    ident = sql.Identifier(col.name).as_string(None)
+    if col.check_literal is not None:
+        return f"'{col.check_literal}'::{col.type_sql}"
+    typtype, category = col.type_kind[0], col.type_kind[1:]
+    if typtype == "e":
+        return f"(enum_range(NULL::{col.type_sql}))[1]"
+    if category == "N":  # numeric: above the current maximum so unique columns stay unique
+        return f"((SELECT coalesce(max({ident}), 0) FROM {table}) + g.n)::{col.type_sql}"
+    if category == "S":
+        length = re.search(r"\((\d+)\)", col.type_sql)
+        text = f"'{col.name[:8]}-' || g.n || '-' || md5(random()::text)"
+        return f"left({text}, {length.group(1)})::{col.type_sql}" if length else f"({text})::{col.type_sql}"
+    if category == "B":
+        return "(g.n % 2 = 0)"
+    if category == "D":
+        return f"(now() - g.n * interval '1 minute')::{col.type_sql}"
+    if category == "T":
+        return f"(g.n * interval '1 second')::{col.type_sql}"
+    if category == "A":
+        return f"'{{}}'::{col.type_sql}"
+    if category == "I":
+        return f"('10.0.0.' || (g.n % 250 + 1))::{col.type_sql}"
+    if col.udt == "uuid":
+        return "md5(random()::text || g.n)::uuid"
+    if col.udt in ("json", "jsonb"):
+        return f"json_build_object('n', g.n)::{col.type_sql}"
+    if col.udt == "bytea":
+        return "decode(md5(g.n::text), 'hex')"
+    return None
+
+
+def seed_database(url: str, rows: int, *, only_empty: bool = False, seed_sql: str | None = None) -> SeedReport:
+    """Valid rows in every table, generated from the live schema (FK order, NOT NULL, unique values).
+
+    Columns with defaults, identities and nullable non-FK columns are left to the database; a
+    table whose required column has a type we cannot generate is skipped and reported.
+    """
+    report = SeedReport()
+    with psycopg.connect(_url_for_libpq(url), autocommit=True, connect_timeout=5) as conn:
+        tables = _tables(conn)
+        columns = {t: _columns(conn, t) for t in tables}
+        order: list[str] = []
+
+        def visit(table: str, path: tuple[str, ...]) -> None:
+            if table in order or table in path:
+                return
+            for col in columns.get(table, []):
+                if col.fk and col.fk[0] != table and col.fk[0] in columns:
+                    visit(col.fk[0], (*path, table))
+            order.append(table)
+
+        for table in tables:
+            visit(table, ())
+        for table in order:
+            row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+            if only_empty and row and row[0]:
+                continue
+            names: list[str] = []
+            values: list[str] = []
+            problem = None
+            for col in columns[table]:
+                if col.fk and col.fk[0] in columns:
+                    ref_table, ref_col = col.fk
+                    ref_count_row = conn.execute(f"SELECT count(*) FROM {ref_table}").fetchone()
+                    ref_count = int(ref_count_row[0]) if ref_count_row else 0
+                    if ref_count == 0:
+                        if col.not_null:
+                            problem = f"{col.name} references empty {ref_table}"
+                            break
+                        continue
+                    names.append(col.name)
+                    values.append(
+                        f"(SELECT {ref_col} FROM {ref_table} ORDER BY {ref_col} OFFSET ((g.n - 1) % {ref_count}) LIMIT 1)"
+                    )
+                    continue
+                if col.has_default or not col.not_null:
+                    continue
+                expr = _value_sql(table, col)
+                if expr is None:
+                    problem = f"no generator for {col.name} {col.type_sql}"
+                    break
+                names.append(col.name)
+                values.append(expr)
+            if problem:
+                report.skipped[table] = problem
+                continue
+            cols = ", ".join(sql.Identifier(n).as_string(None) for n in names)
+            statement = (
+                f"INSERT INTO {table} ({cols}) SELECT {', '.join(values)} FROM generate_series(1, {rows}) AS g(n)"
+                if names
+                else f"INSERT INTO {table} DEFAULT VALUES"
+            )
+            try:
+                if names:
+                    conn.execute(statement)  # type: ignore[call-overload]
+                else:
+                    for _ in range(rows):
+                        conn.execute(statement)  # type: ignore[call-overload]
+                report.seeded[table] = rows
+            except psycopg.Error as exc:
+                report.skipped[table] = str(exc).strip().splitlines()[0][:160]
+        if seed_sql:
+            try:
+                conn.execute(seed_sql)  # type: ignore[call-overload]
+            except psycopg.Error as exc:
+                report.skipped["seed_sql"] = str(exc).strip().splitlines()[0][:160]
+    return report
+
+
+@dataclass(frozen=True)
+class RowLoss:
+    table: str
+    before: int
+    after: int
+
+
+def compare_row_counts(before: dict[str, int], after: dict[str, int]) -> list[RowLoss]:
+    """Tables present on both sides whose row count changed."""
+    return [RowLoss(t, before[t], after[t]) for t in sorted(before) if t in after and before[t] != after[t]]
+
+
+def describe_counts(losses: Sequence[RowLoss]) -> str:
+    return "\n".join(f"{x.table}: {x.before} -> {x.after} rows ({x.after - x.before:+d})" for x in losses)
+
+
+# ---------------------------------------------------------------------------------------------
+# Templates: one database per alembic state, each a clone of its parent's plus one step
+
+
+class TemplateUnavailable(MigrationError):
+    pass
+
+
+@dataclass
+class _Template:
+    dbname: str
+    schema: Schema
+    seed: SeedReport | None = None
+
+
+class TemplateChain:
+    """Databases at each alembic state (sorted tuple of heads), built lazily and cloned per check."""
+
+    def __init__(self, server: PostgresServer, tree: MigrationTree, *, seed_rows: int = 0, seed_sql: str | None = None):
+        self.server = server
+        self.tree = tree
+        self.seed_rows = seed_rows
+        self.seed_sql = seed_sql
+        self._templates: dict[tuple[str, ...], _Template] = {}
+        self._broken: dict[tuple[str, ...], str] = {}
+        self._lock = threading.RLock()
+        self._token = cleanup.register("migration templates", self.close)
+
+    def close(self) -> None:
+        with self._lock:
+            names = [t.dbname for t in self._templates.values()]
+            self._templates.clear()
+        for name in names:
+            with contextlib.suppress(Exception):
+                self.server.drop_database(name)
+        cleanup.done(self._token)
+
+    def _seed(self, url: str) -> SeedReport | None:
+        if not self.seed_rows:
+            return None
+        return seed_database(url, self.seed_rows, only_empty=True, seed_sql=self.seed_sql)
+
+    def at(self, state: Iterable[str]) -> _Template:
+        key = tuple(sorted(state))
+        with self._lock:
+            if key in self._templates:
+                return self._templates[key]
+            if key in self._broken:
+                raise TemplateUnavailable(self._broken[key])
+            try:
+                template = self._build(key)
+            except TemplateUnavailable as exc:
+                self._broken[key] = str(exc)
+                raise
+            self._templates[key] = template
+            return template
+
+    def _build(self, key: tuple[str, ...]) -> _Template:
+        if not key:
+            dbname = self.server.create_database()
+            return _Template(dbname, Schema(frozenset()), self._seed(self.server.url(dbname)))
+        first = self.tree.revisions[key[0]]
+        base = self.at(first.parents) if len(key) == 1 else self.at(key[:1])
+        steps = key if len(key) == 1 else key[1:]
+        dbname = self.server.create_database(template=base.dbname)
+        url = self.server.url(dbname)
+        try:
+            for rev in steps:
+                self.tree.upgrade(url, rev)
+            seed = self._seed(url)
+            return _Template(dbname, schema_snapshot(url), seed)
+        except StepFailed as exc:
+            self.server.drop_database(dbname)
+            what = "seeded " if self.seed_rows else ""
+            raise TemplateUnavailable(f"no {what}database at {', '.join(key)}: {exc}") from None
+        except BaseException:
+            self.server.drop_database(dbname)
+            raise
+
+    def adopt(self, state: Iterable[str], dbname: str, schema: Schema) -> bool:
+        """Keep a checked database (now at `state`) as that state's template; False if one exists."""
+        key = tuple(sorted(state))
+        with self._lock:
+            if key in self._templates:
+                return False
+            seed = self._seed(self.server.url(dbname))
+            self._templates[key] = _Template(dbname, schema, seed)
+            return True
+
+    def single_consumer(self, state: Iterable[str]) -> bool:
+        """Only one revision is ever upgraded from this state, so its template may be moved, not copied."""
+        key = tuple(sorted(state))
+        if not key:
+            return sum(1 for r in self.tree.revisions.values() if not r.parents) == 1
+        return len(key) == 1 and len(self.tree.revisions[key[0]].children) == 1
+
+    @contextlib.contextmanager
+    def clone(self, state: Iterable[str], *, consume: bool = False) -> Iterator[tuple[str, _Template]]:
+        """A throwaway copy of the template at `state`: (dbname, template). Dropped unless adopted.
+
+        consume=True hands over the template database itself (no copy): for a state only one
+        check starts from, which then adopts its result as the next state's template.
+        """
+        key = tuple(sorted(state))
+        template = self.at(key)
+        if consume:
+            with self._lock:
+                self._templates.pop(key, None)
+            dbname = template.dbname
+        else:
+            dbname = self.server.create_database(template=template.dbname)
+        token = cleanup.register(f"database {dbname}", lambda: self.server.drop_database(dbname))
+        try:
+            yield dbname, template
+        finally:
+            with self._lock:
+                adopted = any(t.dbname == dbname for t in self._templates.values())
+            if not adopted:
+                with contextlib.suppress(Exception):
+                    self.server.drop_database(dbname)
+            cleanup.done(token)
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks the suites phrase as promises
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    revision: str
+    # None: passed; otherwise the failure (labelled) or the skip reason.
+    failure: str | None = None
+    skip: str | None = None
+    seconds: float = 0.0
+    notes: tuple[str, ...] = ()
+
+
+def stairway(chain: TemplateChain, rev: str, *, irreversible: Sequence[str] = (), lowest: str | None = None) -> CheckOutcome:
+    """Upgrade to REV, downgrade to its parent (schema must match the parent's), upgrade again."""
+    tree = chain.tree
+    revision = tree.revisions[rev]
+    started = time.monotonic()
+    if rev in irreversible:
+        return CheckOutcome(rev, skip=f"{rev}: explicit lower bound (listed in migrations.irreversible)")
+    if lowest is not None and (rev == lowest or rev in tree.ancestors(lowest)):
+        return CheckOutcome(rev, skip=f"{rev}: at or below migrations.lowest = {lowest}; its downgrade is not required")
+    with chain.clone(revision.parents, consume=chain.single_consumer(revision.parents)) as (dbname, parent):
+        url = chain.server.url(dbname)
+        context = (("Revision", revision.describe()), ("Parent", ", ".join(revision.parents) or "base"))
+        try:
+            tree.upgrade(url, rev)
+        except StepFailed as exc:
+            return CheckOutcome(rev, failure=labelled(f"upgrade to {rev} failed", *context, ("Error", exc.detail)))
+        upgraded = schema_snapshot(url)
+        try:
+            tree.downgrade(url, tree.downgrade_target(rev))
+        except StepFailed as exc:
+            if exc.not_implemented:
+                # The failed downgrade rolled back: the database is still at REV, usable by its children.
+                if current_heads(url) == (rev,) and schema_snapshot(url) == upgraded:
+                    chain.adopt((rev,), dbname, upgraded)
+                return CheckOutcome(rev, skip=f"{rev}: explicit lower bound (downgrade raises NotImplementedError)")
+            return CheckOutcome(
+                rev,
+                failure=labelled(
+                    f"downgrade of {rev} failed: the revision is irreversible but not declared as such",
+                    *context,
+                    ("Error", exc.detail),
+                    help=f"fix downgrade(), or declare it: raise NotImplementedError in {revision.path.name}"
+                    f" or list '{rev}' in migrations.irreversible",
+                ),
+            )
+        downgraded = schema_snapshot(url)
+        if downgraded != parent.schema:
+            missing, extra = parent.schema.diff(downgraded)
+            headline = (
+                f"downgrade of {rev} is a no-op: the schema after it is the schema at {rev}"
+                if downgraded == upgraded and upgraded != parent.schema
+                else f"downgrade of {rev} does not restore the schema of its parent"
+            )
+            return CheckOutcome(
+                rev,
+                failure=labelled(
+                    headline,
+                    *context,
+                    ("Expected (at parent) but missing", "\n".join(missing) or "-"),
+                    ("Left behind by downgrade", "\n".join(extra) or "-"),
+                    help=f"make downgrade() in {revision.path.name} undo every operation of upgrade()",
+                ),
+            )
+        try:
+            tree.upgrade(url, rev)
+        except StepFailed as exc:
+            return CheckOutcome(
+                rev, failure=labelled(f"upgrade to {rev} after its downgrade failed", *context, ("Error", exc.detail))
+            )
+        again = schema_snapshot(url)
+        if again != upgraded:
+            missing, extra = upgraded.diff(again)
+            return CheckOutcome(
+                rev,
+                failure=labelled(
+                    f"upgrade → downgrade → upgrade of {rev} does not reach the same schema",
+                    *context,
+                    ("After the first upgrade only", "\n".join(missing) or "-"),
+                    ("After the second upgrade only", "\n".join(extra) or "-"),
+                ),
+            )
+        chain.adopt((rev,), dbname, again)
+    return CheckOutcome(rev, seconds=time.monotonic() - started)
+
+
+def full_downgrade(chain: TemplateChain, *, irreversible: Sequence[str] = (), lowest: str | None = None) -> tuple[str | None, list[str]]:
+    """Downgrade head → lowest allowed revision one revision at a time. (failure, notes)."""
+    tree = chain.tree
+    notes: list[str] = []
+    floor: set[str] = set()
+    if lowest:
+        floor = {lowest, *tree.ancestors(lowest)}
+    with chain.clone(tree.heads) as (dbname, _template):
+        url = chain.server.url(dbname)
+        stopped: set[str] = set()
+        for _ in range(len(tree.revisions) + 1):
+            current = [h for h in current_heads(url) if h not in stopped and h not in floor]
+            if not current:
+                break
+            rev = current[-1]
+            if rev in irreversible:
+                notes.append(f"stopped at {rev}: listed in migrations.irreversible (explicit lower bound)")
+                stopped.add(rev)
+                continue
+            try:
+                tree.downgrade(url, tree.downgrade_target(rev))
+            except StepFailed as exc:
+                if exc.not_implemented:
+                    notes.append(f"stopped at {rev}: downgrade raises NotImplementedError (explicit lower bound)")
+                    stopped.add(rev)
+                    continue
+                return (
+                    labelled(
+                        f"full downgrade stopped at {rev}",
+                        ("Revision", tree.revisions[rev].describe()),
+                        ("Lowest allowed", lowest or "base"),
+                        ("Error", exc.detail),
+                        help="fix its downgrade(), or declare it irreversible (NotImplementedError or migrations.irreversible)",
+                    ),
+                    notes,
+                )
+        remaining = current_heads(url)
+    notes.append(f"reached: {', '.join(remaining) or 'base'}")
+    return None, notes
+
+
+def upgrade_keeps_rows(chain: TemplateChain, rev: str, *, exempt: bool) -> CheckOutcome:
+    """Rows seeded at the parent survive the upgrade to REV (tables on both sides keep their counts)."""
+    tree = chain.tree
+    revision = tree.revisions[rev]
+    started = time.monotonic()
+    with contextlib.ExitStack() as stack:
+        try:
+            dbname, parent = stack.enter_context(
+                chain.clone(revision.parents, consume=chain.single_consumer(revision.parents))
+            )
+        except TemplateUnavailable as exc:
+            reason = str(exc).splitlines()[0]
+            return CheckOutcome(rev, skip=f"cannot seed the parent of {rev}: {reason} (its own check reports it)")
+        url = chain.server.url(dbname)
+        before = row_counts(url)
+        seeded = parent.seed.describe() if parent.seed else "none"
+        try:
+            tree.upgrade(url, rev)
+        except StepFailed as exc:
+            return CheckOutcome(
+                rev,
+                failure=labelled(
+                    f"upgrade to {rev} fails on a database that holds rows",
+                    ("Revision", revision.describe()),
+                    ("Rows before", ", ".join(f"{t}={n}" for t, n in before.items()) or "-"),
+                    ("Seeded", seeded),
+                    ("Error", exc.detail),
+                    help="production has rows: give new NOT NULL columns a default or backfill before constraining",
+                ),
+            )
+        after = row_counts(url)
+        losses = compare_row_counts(before, after)
+        if losses and not exempt:
+            return CheckOutcome(
+                rev,
+                failure=labelled(
+                    f"upgrade to {rev} changed row counts",
+                    ("Revision", revision.describe()),
+                    ("Tables", describe_counts(losses)),
+                    help=f"if {rev} is a data migration, set `data_change = True` in {revision.path.name} "
+                    f"or list it in migrations.data_changes",
+                ),
+            )
+        notes = (f"declared data change: {describe_counts(losses)}",) if losses else ()
+        chain.adopt((rev,), dbname, schema_snapshot(url))
+        return CheckOutcome(rev, seconds=time.monotonic() - started, notes=(f"rows before: {before}", *notes))
+
+
+def downgrade_keeps_rows(chain: TemplateChain, *, irreversible: Sequence[str] = (), exempt: Sequence[str] = ()) -> CheckOutcome:
+    """`downgrade -1` from head on a seeded database loses no rows of tables on both sides."""
+    tree = chain.tree
+    heads = tree.heads
+    if len(heads) != 1:
+        return CheckOutcome(",".join(heads), skip=f"{len(heads)} heads: `downgrade -1` is ambiguous (see test_single_head)")
+    head = heads[0]
+    revision = tree.revisions[head]
+    if head in irreversible:
+        return CheckOutcome(head, skip=f"{head}: explicit lower bound (listed in migrations.irreversible)")
+    with contextlib.ExitStack() as stack:
+        try:
+            dbname, _template = stack.enter_context(chain.clone(heads))
+        except TemplateUnavailable as exc:
+            reason = str(exc).splitlines()[0]
+            return CheckOutcome(head, skip=f"no seeded database at head: {reason} (its own check reports it)")
+        url = chain.server.url(dbname)
+        before = row_counts(url)
+        target = tree.downgrade_target(head)
+        try:
+            tree.downgrade(url, target)
+        except StepFailed as exc:
+            if exc.not_implemented:
+                return CheckOutcome(head, skip=f"{head}: explicit lower bound (downgrade raises NotImplementedError)")
+            return CheckOutcome(
+                head,
+                failure=labelled(
+                    f"downgrade -1 from head {head} fails on a database that holds rows",
+                    ("Revision", revision.describe()),
+                    ("Error", exc.detail),
+                ),
+            )
+        after = row_counts(url)
+        losses = [x for x in compare_row_counts(before, after) if x.after < x.before]
+        if losses and not (revision.data_change or head in exempt):
+            return CheckOutcome(
+                head,
+                failure=labelled(
+                    f"downgrade -1 from head {head} loses rows",
+                    ("Revision", revision.describe()),
+                    ("Downgraded to", target),
+                    ("Tables", describe_counts(losses)),
+                    help=f"a rollback must not destroy data written since the deploy: fix downgrade() in "
+                    f"{revision.path.name}",
+                ),
+            )
+        return CheckOutcome(head, notes=(f"rows before: {before}", f"rows after: {after}"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Lint: squawk on each revision's offline SQL
+
+
+@dataclass(frozen=True)
+class LintFinding:
+    revision: str
+    rule: str
+    statement: str
+    message: str
+    help: str
+    line: int
+
+    def describe(self) -> str:
+        return labelled(
+            f"{self.rule} in {self.revision}",
+            ("Revision", self.revision),
+            ("Rule", self.rule),
+            ("Statement", self.statement),
+            ("Problem", self.message),
+            help=self.help,
+        )
+
+
+def squawk_binary() -> str:
+    beside = Path(sys.executable).parent / "squawk"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("squawk")
+    if not found:
+        raise MigrationError("squawk not found: pip install squawk-cli (it provides the `squawk` command)")
+    return found
+
+
+def _statement_at(text: str, line: int) -> str:
+    """The whole statement that contains 0-based `line` (alembic ends statements with ';' + blank line)."""
+    offset = sum(len(x) + 1 for x in text.split("\n")[:line])
+    start = text.rfind(";", 0, offset) + 1
+    end = text.find(";", offset)
+    chunk = text[start : end + 1 if end >= 0 else len(text)]
+    return " ".join(" ".join(x for x in chunk.splitlines() if not x.strip().startswith("--")).split())
+
+
+def lint(
+    revision_sql: dict[str, str],
+    *,
+    gating: Sequence[str] = DEFAULT_LINT_RULES,
+    exclude: Sequence[str] = (),
+    include: Sequence[str] = (),
+    pg_version: str | None = None,
+) -> tuple[dict[str, list[LintFinding]], dict[str, list[LintFinding]]]:
+    """Run squawk once over every revision's SQL. Returns (gating findings, other findings) per revision.
+
+    squawk honours `-- squawk-ignore rule` comments itself; `exclude` rules are never reported.
+    """
+    gate = (set(gating) | set(include)) - set(exclude)
+    found: dict[str, list[LintFinding]] = {rev: [] for rev in revision_sql}
+    other: dict[str, list[LintFinding]] = {rev: [] for rev in revision_sql}
+    if not revision_sql:
+        return found, other
+    with tempfile.TemporaryDirectory(prefix="opsverify-squawk-") as tmp:
+        files: dict[str, str] = {}
+        for i, (rev, text) in enumerate(revision_sql.items()):
+            path = Path(tmp) / f"{i:04d}_{re.sub(r'[^A-Za-z0-9_]', '_', rev)}.sql"
+            path.write_text(text, encoding="utf-8")
+            files[path.name] = rev
+        argv = [squawk_binary(), "--reporter", "json", "--no-error-on-unmatched-pattern"]
+        if pg_version:
+            argv += ["--pg-version", pg_version]
+        if exclude:
+            argv += ["--exclude", ",".join(exclude)]
+        if include:
+            argv += ["--include", ",".join(include)]
+        argv += sorted(str(Path(tmp) / name) for name in files)
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=LINT_TIMEOUT_S, cwd=tmp, stdin=subprocess.DEVNULL)
+        try:
+            results = json.loads(proc.stdout or "[]")
+        except json.JSONDecodeError:
+            raise MigrationError(
+                labelled("squawk did not produce JSON", ("Exit code", proc.returncode), ("Output", (proc.stderr or proc.stdout)[-800:]))
+            ) from None
+    for item in results:
+        rev = files.get(Path(str(item.get("file", ""))).name)
+        if rev is None:
+            continue
+        text = revision_sql[rev]
+        finding = LintFinding(
+            revision=rev,
+            rule=str(item.get("rule_name", "?")),
+            statement=_statement_at(text, int(item.get("line", 0))),
+            message=str(item.get("message", "")),
+            help=str(item.get("help") or ""),
+            line=int(item.get("line", 0)) + 1,
+        )
+        (found if finding.rule in gate else other)[rev].append(finding)
+    return found, other
+
+
+# ---------------------------------------------------------------------------------------------
+# Drift: autogenerate between the database at head and the models
+
+
+def load_metadata(spec: str) -> Any:
+    """`package.module:attr` (importable from the repo root) or `path/to/models.py:attr`."""
+    module_name, _, attr = spec.partition(":")
+    if not attr:
+        raise MigrationError(f"migrations.metadata = {spec!r}: expected 'module:attr'")
+    if module_name.endswith(".py"):
+        path = Path(module_name) if Path(module_name).is_absolute() else REPO_ROOT / module_name
+        spec_obj = importlib.util.spec_from_file_location(f"opsverify_models_{path.stem}", path)
+        if spec_obj is None or spec_obj.loader is None:
+            raise MigrationError(f"migrations.metadata: cannot load {path}")
+        module = importlib.util.module_from_spec(spec_obj)
+        spec_obj.loader.exec_module(module)
+    else:
+        if str(REPO_ROOT) not in sys.path:
+            sys.path.insert(0, str(REPO_ROOT))
+        module = importlib.import_module(module_name)
+    try:
+        obj = module
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except AttributeError:
+        raise MigrationError(f"migrations.metadata = {spec!r}: {module_name} has no attribute {attr}") from None
+    return getattr(obj, "metadata", obj)
+
+
+def drift(url: str, metadata: Any) -> tuple[list[Any], str]:
+    """compare_metadata between the database and the models: (diffs, the operations as alembic code)."""
+    from alembic.autogenerate import compare_metadata, produce_migrations, render_python_code
+    from alembic.runtime.migration import MigrationContext
+    from sqlalchemy import create_engine, pool
+
+    engine = create_engine(_url_for_sqlalchemy(url), poolclass=pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            context = MigrationContext.configure(conn, opts={"compare_type": True, "compare_server_default": False})
+            diffs = compare_metadata(context, metadata)
+            code = render_python_code(produce_migrations(context, metadata).upgrade_ops) if diffs else ""
+    finally:
+        engine.dispose()
+    code = "\n".join(x.strip() for x in code.splitlines() if x.strip() and not x.strip().startswith("# ###"))
+    return list(diffs), code
+
+
+# ---------------------------------------------------------------------------------------------
+# Lock waits while a migration runs
+
+
+@dataclass(frozen=True)
+class LockWait:
+    pid: int
+    waited_ms: float
+    mode: str
+    relation: str
+    query: str
+    blocked_by: tuple[int, ...]
+    blocker_queries: tuple[str, ...]
+
+    def describe(self) -> str:
+        blockers = "; ".join(f"{p}: {q}" for p, q in zip(self.blocked_by, self.blocker_queries, strict=False))
+        return (
+            f"pid {self.pid} waited {self.waited_ms:.0f} ms for {self.mode} on {self.relation or '?'}: "
+            f"{' '.join(self.query.split())[:200]} (blocked by {blockers or '?'})"
+        )
+
+
+_LOCK_SAMPLE = """
+SELECT l.pid,
+       extract(epoch FROM (now() - coalesce(l.waitstart, a.state_change))) * 1000,
+       l.mode, coalesce(l.relation::regclass::text, l.locktype), coalesce(a.query, ''),
+       pg_blocking_pids(l.pid),
+       ARRAY(SELECT coalesce(b.query, '') FROM pg_stat_activity b WHERE b.pid = ANY(pg_blocking_pids(l.pid)))
+FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+WHERE NOT l.granted AND a.datname = current_database() AND l.pid <> pg_backend_pid()
+"""
+
+
+class LockSampler:
+    """Samples pg_locks / pg_stat_activity every `interval_s` and keeps each waiter's longest wait."""
+
+    def __init__(self, url: str, interval_s: float = 0.05, max_duration_s: float = 600.0) -> None:
+        self.url = _url_for_libpq(url)
+        self.interval_s = interval_s
+        self.max_duration_s = max_duration_s
+        self.samples = 0
+        self.errors: list[str] = []
+        self._waits: dict[tuple[int, str], LockWait] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="lock-sampler", daemon=True)
+
+    def __enter__(self) -> LockSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        deadline = time.monotonic() + self.max_duration_s
+        try:
+            with psycopg.connect(self.url, autocommit=True, connect_timeout=5, application_name="opsverify-lock-sampler") as conn:
+                while not self._stop.is_set() and time.monotonic() < deadline:
+                    for pid, waited, mode, relation, query, blockers, blocker_queries in conn.execute(_LOCK_SAMPLE):
+                        key = (int(pid), str(query))
+                        wait = LockWait(int(pid), float(waited or 0), str(mode), str(relation), str(query),
+                                        tuple(blockers or ()), tuple(blocker_queries or ()))
+                        if key not in self._waits or wait.waited_ms > self._waits[key].waited_ms:
+                            self._waits[key] = wait
+                    self.samples += 1
+                    self._stop.wait(self.interval_s)
+        except psycopg.Error as exc:
+            self.errors.append(str(exc).strip().splitlines()[0])
+
+    @property
+    def waits(self) -> list[LockWait]:
+        return sorted(self._waits.values(), key=lambda w: -w.waited_ms)
+
+    @property
+    def longest_ms(self) -> float:
+        return max((w.waited_ms for w in self._waits.values()), default=0.0)
+
+
+@dataclass(frozen=True)
+class OnlineUpgrade:
+    """An upgrade run while something else (a load) used the database, with what it made others wait."""
+
+    seconds: float
+    error: StepFailed | None
+    waits: list[LockWait]
+    samples: int
+    sampler_errors: list[str]
+    load: Any = None
+    load_error: BaseException | None = None
+
+    @property
+    def longest_wait_ms(self) -> float:
+        return max((w.waited_ms for w in self.waits), default=0.0)
+
+
+def online_upgrade(
+    tree: MigrationTree,
+    url: str,
+    destination: str,
+    load: Callable[[], Any],
+    *,
+    warmup_s: float = 3.0,
+    interval_s: float = 0.05,
+    timeout_s: float = 300.0,
+) -> OnlineUpgrade:
+    """Start `load()` in a thread, let it warm up, upgrade while sampling lock waits, wait for the load.
+
+    `load` must be bounded (a locust run with a duration); `timeout_s` bounds the wait for it.
+    """
+    box: dict[str, Any] = {}
+
+    def run_load() -> None:
+        try:
+            box["result"] = load()
+        except BaseException as exc:  # noqa: BLE001 - reported, not swallowed
+            box["error"] = exc
+
+    thread = threading.Thread(target=run_load, name="migration-load", daemon=True)
+    thread.start()
+    thread.join(timeout=warmup_s)
+    error: StepFailed | None = None
+    started = time.monotonic()
+    with LockSampler(url, interval_s=interval_s, max_duration_s=timeout_s) as sampler:
+        try:
+            tree.upgrade(url, destination)
+        except StepFailed as exc:
+            error = exc
+        # One more interval so a wait that ends with the upgrade is sampled at its longest.
+        time.sleep(interval_s)
+    seconds = time.monotonic() - started
+    thread.join(timeout=timeout_s)
+    if thread.is_alive():
+        box.setdefault("error", MigrationError(f"the load did not finish within {timeout_s:.0f} s"))
+    return OnlineUpgrade(
+        seconds, error, sampler.waits, sampler.samples, sampler.errors, box.get("result"), box.get("error")
+    )
