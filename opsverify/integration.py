@@ -30,7 +30,12 @@ def run_marker() -> str:
 
 
 def new_item(marker: str, suffix: str = "0") -> dict[str, Any]:
-    return {"name": f"{marker} smoke item", "sku": f"{marker}-{suffix}", "price_cents": 100, "category": "opsverify"}
+    return {
+        "name": f"{marker} smoke item",
+        "sku": f"{marker}-{suffix}",
+        "price_cents": 100,
+        "category": "opsverify",
+    }
 
 
 def batch(marker: str, count: int) -> dict[str, Any]:
@@ -84,8 +89,10 @@ class BurstResult:
     sample: ProbeResult | None = None
 
     def describe(self) -> str:
-        counts = ", ".join(f"{status if status is not None else 'no answer'}×{n}" for status, n in sorted(
-            self.statuses.items(), key=lambda kv: (kv[0] is None, kv[0] or 0)))
+        counts = ", ".join(
+            f"{status if status is not None else 'no answer'}×{n}"
+            for status, n in sorted(self.statuses.items(), key=lambda kv: (kv[0] is None, kv[0] or 0))
+        )
         return f"{self.sent} requests in {self.elapsed_s:.2f} s: {counts}"
 
 
@@ -140,7 +147,9 @@ class Waited:
     seen: list[Any] = field(default_factory=list)
 
 
-def wait_for(read: Callable[[], T], accept: Callable[[T], bool], *, timeout_s: float, interval_s: float = 0.25) -> Waited:
+def wait_for(
+    read: Callable[[], T], accept: Callable[[T], bool], *, timeout_s: float, interval_s: float = 0.25
+) -> Waited:
     started = time.monotonic()
     attempts = 0
     seen: list[Any] = []

@@ -88,7 +88,9 @@ class Scrape:
                 continue
             for sample in family.samples:
                 # A histogram family holds _bucket/_sum/_count: asking for the family means _count.
-                if sample.name in wanted or (family.type in ("histogram", "summary") and sample.name == f"{name}_count"):
+                if sample.name in wanted or (
+                    family.type in ("histogram", "summary") and sample.name == f"{name}_count"
+                ):
                     samples.append(sample)
         return samples
 
@@ -122,7 +124,9 @@ def parse_metrics(text: str) -> dict[str, Family]:
     return families
 
 
-def scrape(http: HttpProbe, path: str, headers: Mapping[str, str] | None = None, *, timeout_s: float = 10.0) -> Scrape:
+def scrape(
+    http: HttpProbe, path: str, headers: Mapping[str, str] | None = None, *, timeout_s: float = 10.0
+) -> Scrape:
     result = http.get(path, headers=dict(headers or {}), timeout_s=timeout_s)
     if result.status != 200:
         return Scrape(result)
@@ -144,6 +148,9 @@ def is_protected(protected: bool | None, token_configured: bool) -> bool:
 def scrape_failure(s: Scrape, *, with_token: bool) -> str | None:
     if s.ok:
         return None
-    what = "the scrape was refused with the configured token — check metrics.token_header and the token's " \
-        "secret" if with_token and s.result.status in REFUSED_STATUSES else "check the exporter is enabled and mounted"
+    what = (
+        "the scrape was refused with the configured token — check metrics.token_header and the token's secret"
+        if with_token and s.result.status in REFUSED_STATUSES
+        else "check the exporter is enabled and mounted"
+    )
     return f"expected 200 with Prometheus text from {s.result.url}, got {s.describe()} — {what}"

@@ -205,7 +205,7 @@ def _build_session(config: pytest.Config, run_id: str) -> OpsSession:
     if backup_dir is not None and (not backup_dir.is_dir() or not any(backup_dir.iterdir())):
         raise UsageError(f"--backup-dir {opt.backup_dir}: no backups there (empty or missing directory)")
     if profile.reference_service and base_url is None:
-        _ensure_reference_token(profile)
+        _ensure_reference_secrets(profile)
         profile = load_profile(target)
         # The suite must start servers for this target: say now, in one line, if it cannot.
         choose_provider(services).check()
@@ -230,16 +230,22 @@ def _build_session(config: pytest.Config, run_id: str) -> OpsSession:
     )
 
 
-def _ensure_reference_token(profile: Profile) -> None:
-    """The suite hands the reference service the same metrics token the profile reads."""
-    name = profile.metrics.token
-    if not name:
-        return
-    env = profile.secrets[name].env
-    if not os.environ.get(env):
-        # The child reference service and xdist workers inherit it, so all agree on one token.
-        os.environ[env] = secrets.token_urlsafe(24)
-    register_secret(os.environ[env])
+def _ensure_reference_secrets(profile: Profile) -> None:
+    """The suite hands the reference service the same secrets the profile reads.
+
+    A value the suite makes up (metrics token, config-checked secrets like the JWT secret) goes
+    into the environment, so the child service and xdist workers agree on it, and into the
+    redactor, so it never reaches a report.
+    """
+    names = {profile.metrics.token} if profile.metrics.token else set()
+    checked_envs = {check.env for check in profile.config_checks}
+    names |= {name for name, ref in profile.secrets.items() if ref.env in checked_envs}
+    for name in names:
+        ref = profile.secrets[name]
+        minimum = max([32, *(c.min_bytes for c in profile.config_checks if c.env == ref.env)])
+        if not os.environ.get(ref.env):
+            os.environ[ref.env] = secrets.token_urlsafe(minimum)
+        register_secret(os.environ[ref.env])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,7 +76,9 @@ class Verdict:
         return f"{self.entry.name}: {self.status} ({when}, due {self.entry.due.isoformat()}{owner})"
 
 
-def schedule_path(configured: str | None, resolve: Any, environ: dict[str, str] | None = None) -> Path | None:
+def schedule_path(
+    configured: str | None, resolve: Callable[[str], Path], environ: Mapping[str, str] | None = None
+) -> Path | None:
     """The file to read: $OPS_ROTATION_SCHEDULE, else the profile's rotation.schedule, else None."""
     env = os.environ if environ is None else environ
     if env.get(SCHEDULE_ENV):
@@ -112,7 +115,9 @@ def load_schedule(path: Path) -> list[Entry]:
     for i, item in enumerate(raw["secrets"]):
         where = f"{path.name}: secrets[{i}]"
         if not isinstance(item, dict):
-            raise ScheduleError(f"{where}: expected a mapping with name and due (or last_rotated + rotate_every_days)")
+            raise ScheduleError(
+                f"{where}: expected a mapping with name and due (or last_rotated + rotate_every_days)"
+            )
         unknown = set(item) - {"name", "owner", "due", "last_rotated", "rotate_every_days", "notes"}
         if unknown:
             raise ScheduleError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")

@@ -236,6 +236,10 @@ class PostgresServer:
             with contextlib.suppress(Exception):
                 self.drop_database(dbname)
 
+    def list_databases(self) -> list[str]:
+        with self.connect() as conn:
+            return [r[0] for r in conn.execute("SELECT datname FROM pg_database ORDER BY 1").fetchall()]
+
     def list_own_databases(self) -> list[str]:
         with self.connect() as conn:
             rows = conn.execute(

@@ -17,7 +17,9 @@ def readiness_path(profile: Profile) -> str | None:
     return profile.smoke.endpoints[0].path if profile.smoke.endpoints else None
 
 
-def wait_until_ready(http: HttpProbe, path: str, timeout_s: float, *, allow_degraded: bool = False) -> PollResult:
+def wait_until_ready(
+    http: HttpProbe, path: str, timeout_s: float, *, allow_degraded: bool = False
+) -> PollResult:
     accepted = {200, DEGRADED_STATUS} if allow_degraded else {200}
     return poll_until(
         lambda: http.get(path, timeout_s=min(5.0, timeout_s)),
@@ -57,7 +59,8 @@ def readiness_failure(poll: PollResult, path: str, timeout_s: float) -> str | No
     if poll.satisfied:
         return None
     return (
-        f"{path} did not answer 200 within {timeout_s:.0f} s ({poll.attempts} attempts); last: {poll.last.describe()}"
+        f"{path} did not answer 200 within {timeout_s:.0f} s ({poll.attempts} attempts); last: "
+        f"{poll.last.describe()}"
         f" — collect the service log and escalate (office runbook)"
     )
 
@@ -93,7 +96,8 @@ def traffic_path(profile: Profile) -> str | None:
     """A path to send traffic to between two scrapes: a plain (API) endpoint first, else any."""
     plain = [e.path for e in profile.smoke.endpoints if e.kind == "plain" and e.path != profile.metrics.path]
     others = [e.path for e in profile.smoke.endpoints if e.path != profile.metrics.path]
-    return (plain or others or [None])[0]
+    candidates = plain or others
+    return candidates[0] if candidates else None
 
 
 def request_id_echo_failure(result: ProbeResult, header: str, sent: str) -> str | None:
@@ -126,11 +130,14 @@ def config_value_failure(env: str, value: str | None, min_bytes: int, *, require
     if value is None or value == "":
         if not required:
             return None
-        return f"{env} is not set; expected a value of ≥ {min_bytes} bytes — set it in the service's environment"
+        return (
+            f"{env} is not set; expected a value of ≥ {min_bytes} bytes — set it in the service's environment"
+        )
     size = len(value.encode("utf-8"))
     if size < min_bytes:
         return (
-            f"{env} is {size} bytes; expected ≥ {min_bytes} bytes (ingest runbook: JWT_SECRET minimum 32 bytes) "
+            f"{env} is {size} bytes; expected ≥ {min_bytes} bytes (ingest runbook: JWT_SECRET minimum 32 "
+            f"bytes) "
             f"— generate a longer one (e.g. `openssl rand -hex 32`) and rotate it (value not shown)"
         )
     return None

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from opsverify.sample import migrate_and_seed
 from opsverify.services import LocalProvider, PostgresServer, RedisServer, choose_provider
 from tests.gaterun import GateRun, run_gates
 
@@ -36,9 +37,21 @@ def shared_servers() -> Iterator[tuple[PostgresServer, RedisServer]]:
 
 
 @pytest.fixture(scope="session")
-def external_env(shared_servers: tuple[PostgresServer, RedisServer]) -> dict[str, str]:
+def sample_template_name(shared_servers: tuple[PostgresServer, RedisServer]) -> str:
+    """The reference service's database at head, built once for every gate run of the session."""
+    pg, _ = shared_servers
+    return pg.template("sample-head-seeded", migrate_and_seed)
+
+
+@pytest.fixture(scope="session")
+def external_env(shared_servers: tuple[PostgresServer, RedisServer], sample_template_name: str) -> dict[str, str]:
     pg, rd = shared_servers
-    return {"OPS_DATABASE_URL": pg.url(), "OPS_REDIS_URL": rd.url(), "OPS_SERVICES": "external"}
+    return {
+        "OPS_DATABASE_URL": pg.url(),
+        "OPS_REDIS_URL": rd.url(),
+        "OPS_SERVICES": "external",
+        "OPS_SAMPLE_TEMPLATE": sample_template_name,
+    }
 
 
 @pytest.fixture

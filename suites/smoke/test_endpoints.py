@@ -7,7 +7,7 @@ import pytest
 from opsverify.config import Endpoint
 from opsverify.plugin import OpsSession
 from opsverify.probes import HttpProbe, PollResult
-from opsverify.smoke import endpoint_failure, readiness_failure, readiness_path
+from opsverify.smoke import blocked_in_maintenance, endpoint_failure, readiness_failure, readiness_path
 
 pytestmark = pytest.mark.smoke
 
@@ -17,15 +17,23 @@ def test_ready_within_budget(ops: OpsSession, readiness: PollResult | None, repo
     if readiness is None:
         pytest.skip("profile has no smoke endpoints to poll")
     report_extra.text("last readiness exchange", readiness.last.exchange())
-    failure = readiness_failure(readiness, readiness_path(ops.profile) or "", ops.profile.smoke.ready_timeout_s)
+    failure = readiness_failure(
+        readiness, readiness_path(ops.profile) or "", ops.profile.smoke.ready_timeout_s
+    )
     assert failure is None, failure
 
 
 def test_endpoint_answers_within_budget(
     endpoint: Endpoint, ops: OpsSession, http: HttpProbe, target, readiness, report_extra
 ) -> None:
-    """Daily checks: each health/metrics/API path answers its status, fast enough to trust."""
+    """Daily checks: each health/metrics/API path answers its status, fast enough to trust.
+
+    With --expect-mode maintenance, API paths must answer 503 instead (loyalty runbook).
+    """
     result = http.request(endpoint.method, endpoint.path, headers=target.endpoint_headers(endpoint))
     report_extra.text("exchange", result.exchange())
-    failure = endpoint_failure(result, endpoint, allow_degraded=ops.allow_ready_degraded)
+    maintenance = ops.expect_mode == "maintenance" and blocked_in_maintenance(endpoint, ops.profile)
+    failure = endpoint_failure(
+        result, endpoint, allow_degraded=ops.allow_ready_degraded, maintenance=maintenance
+    )
     assert failure is None, failure
