@@ -146,7 +146,10 @@ class EndpointStats:
 
 
 def endpoint_stats_from_locust(
-    name: str, entry: Mapping[str, Any], status_5xx: Mapping[str, int] | None = None, window_s: float | None = None
+    name: str,
+    entry: Mapping[str, Any],
+    status_5xx: Mapping[str, int] | None = None,
+    window_s: float | None = None,
 ) -> EndpointStats:
     """An EndpointStats from one entry of locust's JSON (`StatsEntry.serialize()`)."""
     histogram = {int(k): int(v) for k, v in (entry.get("response_times") or {}).items()}
@@ -248,7 +251,9 @@ class LoadSpec:
 
     def validate(self) -> None:
         if not self.locustfile.is_file():
-            raise LoadError(f"locustfile {self.locustfile} not found (perf.locustfile is relative to the repository)")
+            raise LoadError(
+                f"locustfile {self.locustfile} not found (perf.locustfile is relative to the repository)"
+            )
         if not self.host.startswith(("http://", "https://")):
             raise LoadError(f"load host {self.host!r} is not an http(s) URL")
         if self.users < 1 or self.spawn_rate <= 0 or self.duration_s <= 0 or self.processes < 0:
@@ -298,7 +303,9 @@ class LoadResult:
 
     def describe(self) -> str:
         how = f"aborted early: {self.aborted}" if self.aborted else f"{self.wall_s:.1f} s wall"
-        return f"{self.spec.describe()}; {self.total.count} requests, {how}; raw output {_display(self.out_dir)}"
+        return (
+            f"{self.spec.describe()}; {self.total.count} requests, {how}; raw output {_display(self.out_dir)}"
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -344,12 +351,69 @@ def locust_command(spec: LoadSpec, out_dir: Path) -> list[str]:
     return cmd
 
 
-def run_locust(spec: LoadSpec, out_dir: Path) -> LoadResult:
-    """Run one bounded headless locust load against `spec.host` and read its results.
+class LocustRun:
+    """A locust load running in the background (from `start_locust`); `wait()` or `stop()` it.
 
-    Raises LoadError when locust cannot start (bad locustfile, import error) or writes no
-    results. A run that merely *fails requests* is a result, not an error.
+    For checks that need traffic *while* something else happens (an online migration, a
+    restart): start the load, do the thing, then `wait()` for the bounded run to end or
+    `stop()` it early — locust still writes its results on SIGTERM. As a context manager it
+    never outlives its block.
     """
+
+    def __init__(self, spec: LoadSpec, out_dir: Path, process: subprocess.Popen[bytes]) -> None:
+        self.spec = spec
+        self.out_dir = out_dir
+        self.process = process
+        self.started = time.monotonic()
+        self._token = cleanup.register(f"locust pid {process.pid}", lambda: cleanup.stop_process(process))
+        self._result: LoadResult | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def wait(self) -> LoadResult:
+        """Until locust ends (its run time) or its hard limit passes (then it is killed)."""
+        if self._result is not None:
+            return self._result
+        killed = False
+        remaining = max(0.0, self.spec.hard_limit_s - (time.monotonic() - self.started))
+        try:
+            self.process.wait(timeout=remaining)
+        except subprocess.TimeoutExpired:
+            killed = True
+            # SIGTERM first: locust's handler still writes its JSON/CSV before exiting.
+            cleanup.stop_process(self.process, grace_s=10.0)
+        return self._finish(killed)
+
+    def stop(self) -> LoadResult:
+        """End the load now (SIGTERM to its process group); the results so far are kept."""
+        if self._result is None and self.running:
+            cleanup.stop_process(self.process, grace_s=10.0)
+        return self.wait()
+
+    def _finish(self, killed: bool) -> LoadResult:
+        try:
+            cleanup.stop_process(self.process)
+        finally:
+            cleanup.done(self._token)
+        wall = time.monotonic() - self.started
+        self._result = read_results(
+            self.spec, self.out_dir, wall_s=wall, returncode=self.process.returncode, killed=killed
+        )
+        return self._result
+
+    def __enter__(self) -> LocustRun:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._result is None:
+            cleanup.stop_process(self.process, grace_s=10.0)
+            cleanup.done(self._token)
+
+
+def start_locust(spec: LoadSpec, out_dir: Path) -> LocustRun:
+    """Start one bounded headless locust load against `spec.host`; returns at once."""
     spec.validate()
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in ("locust.json", "opsverify.json", "locust_stats_history.csv", "locust_failures.csv"):
@@ -361,36 +425,36 @@ def run_locust(spec: LoadSpec, out_dir: Path) -> LoadResult:
     env.pop("OPS_LOCUST_ABORT", None)
     if spec.abort_thresholds:
         env["OPS_LOCUST_ABORT"] = json.dumps(
-            {"thresholds": spec.abort_thresholds, "delay_s": spec.abort_delay_s, "min_samples": spec.abort_min_samples}
+            {
+                "thresholds": spec.abort_thresholds,
+                "delay_s": spec.abort_delay_s,
+                "min_samples": spec.abort_min_samples,
+            }
         )
     env.update(spec.env)
     cmd = locust_command(spec, out_dir)
     (out_dir / "command.txt").write_text(redact(" ".join(cmd)) + "\n", encoding="utf-8")
-    console = (out_dir / "locust.console.log").open("wb")
-    started = time.monotonic()
-    process = subprocess.Popen(
-        cmd,
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=console,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,  # its own process group: the hard kill takes the workers too
-    )
-    console.close()
-    token = cleanup.register(f"locust pid {process.pid}", lambda: cleanup.stop_process(process))
-    killed = False
-    try:
-        process.wait(timeout=spec.hard_limit_s)
-    except subprocess.TimeoutExpired:
-        killed = True
-        # SIGTERM first: locust's handler still writes its JSON/CSV before exiting.
-        cleanup.stop_process(process, grace_s=10.0)
-    finally:
-        cleanup.stop_process(process)
-        cleanup.done(token)
-    wall = time.monotonic() - started
-    return read_results(spec, out_dir, wall_s=wall, returncode=process.returncode, killed=killed)
+    with (out_dir / "locust.console.log").open("wb") as console:
+        process = subprocess.Popen(
+            cmd,
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=console,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # its own process group: the hard kill takes the workers too
+        )
+    return LocustRun(spec, out_dir, process)
+
+
+def run_locust(spec: LoadSpec, out_dir: Path) -> LoadResult:
+    """Run one bounded headless locust load against `spec.host` and read its results.
+
+    Raises LoadError when locust cannot start (bad locustfile, import error) or writes no
+    results. A run that merely *fails requests* is a result, not an error.
+    """
+    with start_locust(spec, out_dir) as run:
+        return run.wait()
 
 
 def _tail(path: Path, lines: int = 15) -> str:
@@ -406,7 +470,11 @@ def read_results(
     log_tail = _tail(out_dir / "locust.console.log") or _tail(out_dir / "locust.log")
     json_path = out_dir / "locust.json"
     if not json_path.is_file():
-        what = f"was killed after its hard limit of {spec.hard_limit_s:.0f} s" if killed else f"exited {returncode}"
+        what = (
+            f"was killed after its hard limit of {spec.hard_limit_s:.0f} s"
+            if killed
+            else f"exited {returncode}"
+        )
         raise LoadError(
             f"locust {what} without writing {_display(json_path)}; "
             f"run: {spec.describe()}\nlast lines of its output:\n{log_tail}"
@@ -498,8 +566,17 @@ def read_failures(path: Path) -> list[FailureLine]:
 
 
 def stats_table_html(result: LoadResult) -> str:
-    heads = ["request", "count", "failures", "5xx", "avg ms", "med ms", *[f"p{p:g} ms" for p in TABLE_PERCENTILES],
-             "max ms", "req/s"]
+    heads = [
+        "request",
+        "count",
+        "failures",
+        "5xx",
+        "avg ms",
+        "med ms",
+        *[f"p{p:g} ms" for p in TABLE_PERCENTILES],
+        "max ms",
+        "req/s",
+    ]
     rows = []
     for stats in [*result.endpoints.values(), result.total]:
         cells = [
@@ -540,14 +617,17 @@ def history_svg(history: Sequence[HistoryPoint], width: int = 640, height: int =
         return bottom - (bottom - top) * v / vmax
 
     def line(values: list[float | None], vmax: float, colour: str, dash: str = "") -> str:
-        pts = " ".join(f"{x(t):.1f},{y(v, vmax):.1f}" for t, v in zip(xs, values, strict=True) if v is not None)
+        pts = " ".join(
+            f"{x(t):.1f},{y(v, vmax):.1f}" for t, v in zip(xs, values, strict=True) if v is not None
+        )
         extra = f" stroke-dasharray='{dash}'" if dash else ""
         return f"<polyline fill='none' stroke='{colour}' stroke-width='2'{extra} points='{pts}'/>"
 
     parts = [
         f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' role='img' "
         "aria-label='locust p50/p95 latency and requests per second over time' style='font:11px sans-serif'>",
-        f"<rect x='{left}' y='{top}' width='{right - left}' height='{bottom - top}' fill='none' stroke='#ccc'/>",
+        f"<rect x='{left}' y='{top}' width='{right - left}' height='{bottom - top}' "
+        "fill='none' stroke='#ccc'/>",
         line([p.p50_ms for p in history], lat_max, "#1f77b4"),
         line([p.p95_ms for p in history], lat_max, "#d62728"),
         line([p.rps for p in history], rps_max, "#2ca02c", "4 3"),
@@ -606,7 +686,9 @@ class QueryTiming:
         return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]
 
 
-def benchmark_query(database_url: str, name: str, sql: str, runs: int, *, timeout_s: float = 30.0) -> QueryTiming:
+def benchmark_query(
+    database_url: str, name: str, sql: str, runs: int, *, timeout_s: float = 30.0
+) -> QueryTiming:
     """Run `sql` once to warm up, then `runs` timed times, each in a READ ONLY transaction.
 
     The session is read-only (default_transaction_read_only) and every transaction is rolled

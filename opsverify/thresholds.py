@@ -122,7 +122,8 @@ def parse_threshold(scope: str, expression: str) -> Threshold:
     if not match:
         raise ThresholdSyntaxError(
             f"perf.thresholds.{scope}: cannot read {expression!r} "
-            f"(expected METRIC OP VALUE, metric one of {', '.join(METRICS)}, op one of {' '.join(OPERATORS)}; "
+            f"(expected METRIC OP VALUE, metric one of {', '.join(METRICS)}, "
+            f"op one of {' '.join(OPERATORS)}; "
             f"e.g. 'p(95)<1000' or 'rate<0.01')"
         )
     metric = match["metric"]
@@ -130,7 +131,9 @@ def parse_threshold(scope: str, expression: str) -> Threshold:
     if metric.startswith("p("):
         percentile = float(match["pct"])
         if not 0 < percentile <= 100:
-            raise ThresholdSyntaxError(f"perf.thresholds.{scope}: {expression!r}: percentile must be in (0, 100]")
+            raise ThresholdSyntaxError(
+                f"perf.thresholds.{scope}: {expression!r}: percentile must be in (0, 100]"
+            )
         metric = "p"
     value = float(match["value"])
     if metric in ("rate", "rate_5xx") and not 0 <= value <= 1:
@@ -169,8 +172,7 @@ def evaluate(threshold: Threshold, stats: StatsLike | None, *, run: str = "") ->
             0,
             f"{threshold.id}: no samples — '{threshold.scope}' received no request during the load, "
             f"so the threshold cannot be judged (a threshold over nothing is not a pass){context}\n"
-            f"  what to do: check the locustfile names its requests '{threshold.scope}' "
-            f"(the locust stats table lists the names it used) and that it reaches the target",
+            f"  what to do: {_no_samples_advice(threshold.scope)}",
         )
     measured = threshold.measure(stats)
     passed = threshold.holds(measured)
@@ -193,6 +195,15 @@ def evaluate(threshold: Threshold, stats: StatsLike | None, *, run: str = "") ->
     return ThresholdVerdict(threshold, passed, measured, stats.count, reason)
 
 
+def _no_samples_advice(scope: str) -> str:
+    if scope == "total":
+        return "the load sent no request at all: check the locustfile reaches the target (locust.log)"
+    return (
+        f"check the locustfile names its requests '{scope}' "
+        "(the locust stats table lists the names it used) and that it reaches the target"
+    )
+
+
 def _advice(threshold: Threshold) -> str:
     if threshold.metric in ("rate", "rate_5xx"):
         return (
@@ -200,9 +211,14 @@ def _advice(threshold: Threshold) -> str:
             "inventory runbook: errors > 1 % → alert"
         )
     if threshold.metric in ("avg", "med", "max", "p"):
-        return "inventory runbook: API p95 > 1000 ms → investigate (slow queries, pool saturation, CPU) before release"
+        return (
+            "inventory runbook: API p95 > 1000 ms → investigate "
+            "(slow queries, pool saturation, CPU) before release"
+        )
     if threshold.metric == "count":
-        return "the load did not send the expected number of requests: check users/duration and the locustfile"
+        return (
+            "the load did not send the expected number of requests: check users/duration and the locustfile"
+        )
     return "the target served fewer requests per second than required: check its CPU and pool sizes"
 
 
