@@ -354,7 +354,10 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         reason = session.mutation_refusal()
         if reason:
             pytest.skip(reason)
-    if item.get_closest_marker("dr") is not None:
+    # Newest-backup mode only reads backup files and restores into throwaway databases, so it may
+    # run against a protected profile; fresh mode dumps the live database and needs the flag.
+    newest_backup_mode = session.backup_dir is not None or bool(session.profile.backup.dir)
+    if item.get_closest_marker("dr") is not None and not newest_backup_mode:
         reason = session.mutation_refusal(dr=True)
         if reason:
             pytest.skip(reason)
