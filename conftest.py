@@ -4,4 +4,8 @@ pytest_plugins = [
     "opsverify.plugin",
     "fixtures.core",
     "fixtures.smoke",
+    "fixtures.dr",
+    "fixtures.integration",
+    "fixtures.perf",
+    "fixtures.migration",
 ]

@@ -74,8 +74,14 @@ class StepFailed(MigrationError):
         self.cause = cause
         statement = getattr(cause, "statement", None)
         orig = getattr(cause, "orig", None)
-        detail = str(orig or cause).strip().splitlines()[0] if str(orig or cause).strip() else type(cause).__name__
-        lines = [f"{direction} failed", f"Revision: {revision or 'unknown'}", f"Error: {type(cause).__name__}: {detail}"]
+        detail = (
+            str(orig or cause).strip().splitlines()[0] if str(orig or cause).strip() else type(cause).__name__
+        )
+        lines = [
+            f"{direction} failed",
+            f"Revision: {revision or 'unknown'}",
+            f"Error: {type(cause).__name__}: {detail}",
+        ]
         if statement:
             lines.append(f"Statement: {' '.join(str(statement).split())[:400]}")
         self.detail = redact("\n".join(lines[2:]))
@@ -126,7 +132,9 @@ class Revision:
     @property
     def slug(self) -> str:
         words = re.sub(r"[^a-z0-9]+", "-", self.doc.lower()).strip("-")
-        return words[:MAX_REVISION_SLUG].rstrip("-") or "revision"
+        if len(words) > MAX_REVISION_SLUG:  # cut at a word boundary
+            words = words[: MAX_REVISION_SLUG + 1].rsplit("-", 1)[0]
+        return words or "revision"
 
     @property
     def test_id(self) -> str:
@@ -201,7 +209,11 @@ class MigrationTree:
             walked = list(self.script.walk_revisions())
         except Exception as exc:
             raise MigrationError(
-                labelled("the alembic tree cannot be loaded", ("Config", self.ini), ("Error", f"{type(exc).__name__}: {exc}"))
+                labelled(
+                    "the alembic tree cannot be loaded",
+                    ("Config", self.ini),
+                    ("Error", f"{type(exc).__name__}: {exc}"),
+                )
             ) from None
         self.revisions: dict[str, Revision] = {}
         for script in reversed(walked):  # base first
@@ -255,7 +267,9 @@ class MigrationTree:
 
     # -- running alembic ---------------------------------------------------------------------
 
-    def config(self, url: str | None = None, connection: Any = None, buffer: io.StringIO | None = None) -> Any:
+    def config(
+        self, url: str | None = None, connection: Any = None, buffer: io.StringIO | None = None
+    ) -> Any:
         cfg = self._config_cls(str(self.ini), output_buffer=buffer)
         if url:
             # ConfigParser interpolation: a literal % (URL-encoded passwords) must be doubled.
@@ -266,41 +280,38 @@ class MigrationTree:
         cfg.attributes["configure_logger"] = False
         return cfg
 
-    def _run(self, cfg: Any, fn: Callable[[Any, Any], Any], *, as_sql: bool, starting_rev: str | None, destination: str) -> None:
+    def _run(
+        self,
+        cfg: Any,
+        fn: Callable[[Any, Any], Any],
+        *,
+        as_sql: bool,
+        starting_rev: str | None,
+        destination: str,
+    ) -> None:
         from alembic.runtime.environment import EnvironmentContext
 
-        with EnvironmentContext(cfg, self.script, fn=fn, as_sql=as_sql, starting_rev=starting_rev, destination_rev=destination):
+        with EnvironmentContext(
+            cfg, self.script, fn=fn, as_sql=as_sql, starting_rev=starting_rev, destination_rev=destination
+        ):
             self.script.run_env()
+
+    @contextlib.contextmanager
+    def session(self, url: str) -> Iterator[DbSession]:
+        """One connection to `url` shared by consecutive steps and snapshots (warm catalog caches)."""
+        from sqlalchemy import create_engine, pool
+
+        engine = create_engine(_url_for_sqlalchemy(url), poolclass=pool.NullPool)
+        try:
+            with engine.connect() as connection:
+                yield DbSession(self, url, connection)
+        finally:
+            engine.dispose()
 
     def step(self, url: str, direction: str, destination: str) -> None:
         """`alembic upgrade|downgrade DESTINATION` on the database at `url`, in this process."""
-        from sqlalchemy import create_engine, pool
-
-        if direction == "upgrade":
-            def fn(rev: Any, context: Any) -> Any:
-                return self.script._upgrade_revs(destination, rev)
-        else:
-            def fn(rev: Any, context: Any) -> Any:
-                return self.script._downgrade_revs(destination, rev)
-
-        steps = _StepLog()
-        alembic_log = logging.getLogger("alembic.runtime.migration")
-        old_level = alembic_log.level
-        alembic_log.addHandler(steps)
-        if alembic_log.getEffectiveLevel() > logging.INFO:
-            alembic_log.setLevel(logging.INFO)
-        engine = create_engine(_url_for_sqlalchemy(url), poolclass=pool.NullPool)
-        try:
-            with _database_url_env(url), engine.connect() as connection:
-                self._run(self.config(url, connection), fn, as_sql=False, starting_rev=None, destination=destination)
-                connection.commit()
-        except Exception as exc:
-            revision = steps.last[1] if steps.last else destination
-            raise StepFailed(f"{direction} to {destination}", revision, exc) from exc
-        finally:
-            alembic_log.removeHandler(steps)
-            alembic_log.setLevel(old_level)
-            engine.dispose()
+        with self.session(url) as db:
+            db.step(direction, destination)
 
     def upgrade(self, url: str, destination: str = "heads") -> None:
         self.step(url, "upgrade", destination)
@@ -314,7 +325,7 @@ class MigrationTree:
         return parents[0] if parents else "base"
 
     def render_sql(self, rev: str) -> str:
-        """`alembic upgrade PARENT:REV --sql`: the SQL this revision would run, with the script's SET preamble."""
+        """`alembic upgrade PARENT:REV --sql`: this revision's SQL, after the script's SET preamble."""
         revision = self.revisions[rev]
         start = revision.parents[0] if revision.parents else None
         buffer = io.StringIO()
@@ -331,6 +342,82 @@ class MigrationTree:
         return extract_revision_sql(buffer.getvalue(), rev)
 
 
+class DbSession:
+    """Alembic steps and schema snapshots on one open connection to one database."""
+
+    def __init__(self, tree: MigrationTree, url: str, connection: Any) -> None:
+        self.tree = tree
+        self.url = url
+        self.connection = connection
+
+    def step(self, direction: str, destination: str) -> None:
+        script = self.tree.script
+        if direction == "upgrade":
+
+            def fn(rev: Any, context: Any) -> Any:
+                return script._upgrade_revs(destination, rev)
+        else:
+
+            def fn(rev: Any, context: Any) -> Any:
+                return script._downgrade_revs(destination, rev)
+
+        steps = _StepLog()
+        alembic_log = logging.getLogger("alembic.runtime.migration")
+        old_level = alembic_log.level
+        alembic_log.addHandler(steps)
+        if alembic_log.getEffectiveLevel() > logging.INFO:
+            alembic_log.setLevel(logging.INFO)
+        try:
+            with _database_url_env(self.url):
+                cfg = self.tree.config(self.url, self.connection)
+                self.tree._run(cfg, fn, as_sql=False, starting_rev=None, destination=destination)
+            self.connection.commit()
+        except Exception as exc:
+            with contextlib.suppress(Exception):
+                self.connection.rollback()
+            revision = steps.last[1] if steps.last else destination
+            raise StepFailed(f"{direction} to {destination}", revision, exc) from exc
+        finally:
+            alembic_log.removeHandler(steps)
+            alembic_log.setLevel(old_level)
+
+    def upgrade(self, destination: str = "heads") -> None:
+        self.step("upgrade", destination)
+
+    def downgrade(self, destination: str) -> None:
+        self.step("downgrade", destination)
+
+    def schema(self) -> Schema:
+        try:
+            rows = self.connection.exec_driver_sql(_SNAPSHOT_SQL.replace("%", "%%")).fetchall()
+        finally:
+            self.connection.rollback()
+        return Schema(frozenset(str(r[0]) for r in rows))
+
+    def heads(self) -> tuple[str, ...]:
+        try:
+            exists = self.connection.exec_driver_sql(
+                "SELECT to_regclass('alembic_version') IS NOT NULL"
+            ).scalar()
+            if not exists:
+                return ()
+            rows = self.connection.exec_driver_sql(
+                "SELECT version_num FROM alembic_version ORDER BY 1"
+            ).fetchall()
+        finally:
+            self.connection.rollback()
+        return tuple(str(r[0]) for r in rows)
+
+
+_IGNORE_COMMENT = re.compile(r"^(--\s*squawk-ignore\b[^\n;]*);?[ \t]*\n\s*", re.M)
+
+
+def _attach_squawk_ignores(body: str) -> str:
+    """`op.execute("-- squawk-ignore RULE")` renders as its own `...;` line; squawk wants the
+    comment directly above the statement it excuses, so drop the `;` and the blank lines."""
+    return _IGNORE_COMMENT.sub(lambda m: m.group(1) + "\n", body)
+
+
 def extract_revision_sql(script: str, rev: str) -> str:
     """One revision's part of an offline script, after the SET statements that open the script."""
     markers = list(_MARKER.finditer(script))
@@ -342,7 +429,7 @@ def extract_revision_sql(script: str, rev: str) -> str:
             body = script[marker.start() : end].rstrip()
             body = re.sub(r"\n\s*BEGIN;\s*$", "", body)
             head = "".join(f"{s};\n" for s in preamble)
-            return f"{head}\nBEGIN;\n\n{body}\n"
+            return f"{head}\nBEGIN;\n\n{_attach_squawk_ignores(body)}\n"
     raise MigrationError(f"offline SQL has no section for revision {rev}")
 
 
@@ -359,24 +446,33 @@ class Schema:
         return sorted(self.items - other.items), sorted(other.items - self.items)
 
 
-_SCHEMA_FILTER = "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%%' AND n.nspname NOT LIKE 'pg_temp%%'"
+_SCHEMA_FILTER = (
+    "n.nspname NOT IN ('pg_catalog', 'information_schema') "
+    "AND n.nspname NOT LIKE 'pg_toast%%' AND n.nspname NOT LIKE 'pg_temp%%'"
+)
 _SCHEMA_QUERIES = {
     "column": f"""
-        SELECT n.nspname || '.' || c.relname || '.' || a.attname || ' ' || format_type(a.atttypid, a.atttypmod)
+        SELECT n.nspname || '.' || c.relname || '.' || a.attname || ' '
+               || format_type(a.atttypid, a.atttypmod)
                || CASE WHEN a.attnotnull THEN ' NOT NULL' ELSE '' END
                || coalesce(' DEFAULT ' || pg_get_expr(d.adbin, d.adrelid), '')
                || CASE WHEN a.attidentity <> '' THEN ' IDENTITY ' || a.attidentity::text ELSE '' END
                || CASE WHEN a.attgenerated <> '' THEN ' GENERATED' ELSE '' END
-        FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+        FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+        JOIN pg_namespace n ON n.oid = c.relnamespace
         LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
-        WHERE {_SCHEMA_FILTER} AND c.relkind IN ('r', 'p', 'v', 'm', 'f') AND a.attnum > 0 AND NOT a.attisdropped
+        WHERE {_SCHEMA_FILTER} AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+          AND a.attnum > 0 AND NOT a.attisdropped
           AND c.relname <> 'alembic_version'""",
     "relation": f"""
-        SELECT c.relkind::text || ' ' || n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE {_SCHEMA_FILTER} AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') AND c.relname NOT LIKE 'alembic_version%%'""",
+        SELECT c.relkind::text || ' ' || n.nspname || '.' || c.relname
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE {_SCHEMA_FILTER} AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
+          AND c.relname NOT LIKE 'alembic_version%%'""",
     "constraint": f"""
         SELECT n.nspname || '.' || c.relname || ' ' || con.conname || ' ' || pg_get_constraintdef(con.oid)
-        FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+        FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid
+        JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE {_SCHEMA_FILTER} AND c.relname <> 'alembic_version'""",
     "index": f"""
         SELECT pg_get_indexdef(i.indexrelid) FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid
@@ -387,14 +483,16 @@ _SCHEMA_QUERIES = {
         JOIN pg_namespace n ON n.oid = c.relnamespace WHERE {_SCHEMA_FILTER} AND c.relkind IN ('v', 'm')""",
     "type": f"""
         SELECT n.nspname || '.' || t.typname || ' ' || coalesce(
-            (SELECT string_agg(e.enumlabel, ',' ORDER BY e.enumsortorder) FROM pg_enum e WHERE e.enumtypid = t.oid),
+            (SELECT string_agg(e.enumlabel, ',' ORDER BY e.enumsortorder)
+             FROM pg_enum e WHERE e.enumtypid = t.oid),
             t.typtype::text)
         FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
         WHERE {_SCHEMA_FILTER} AND t.typtype IN ('e', 'd')""",
     "function": f"""
         SELECT n.nspname || '.' || p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')'
         FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-        WHERE {_SCHEMA_FILTER} AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = p.oid AND d.deptype = 'e')""",
+        WHERE {_SCHEMA_FILTER}
+          AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = p.oid AND d.deptype = 'e')""",
     "trigger": f"""
         SELECT pg_get_triggerdef(t.oid) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
         JOIN pg_namespace n ON n.oid = c.relnamespace WHERE {_SCHEMA_FILTER} AND NOT t.tgisinternal""",
@@ -404,7 +502,8 @@ _SCHEMA_QUERIES = {
 
 
 _SNAPSHOT_SQL = "\nUNION ALL\n".join(
-    f"SELECT '{kind} ' || x FROM ({query.replace('%%', '%')}) AS q(x)" for kind, query in _SCHEMA_QUERIES.items()
+    f"SELECT '{kind} ' || x FROM ({query.replace('%%', '%')}) AS q(x)"
+    for kind, query in _SCHEMA_QUERIES.items()
 )
 
 
@@ -457,7 +556,7 @@ def _tables(conn: psycopg.Connection) -> list[str]:
     rows = conn.execute(
         f"""SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) FROM pg_class c
             JOIN pg_namespace n ON n.oid = c.relnamespace
-            WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND {_SCHEMA_FILTER.replace('%%', '%')}
+            WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND {_SCHEMA_FILTER.replace("%%", "%")}
               AND c.relname <> 'alembic_version' ORDER BY 1"""
     ).fetchall()
     return [str(r[0]) for r in rows]
@@ -476,9 +575,11 @@ def row_counts(url: str) -> dict[str, int]:
 def _columns(conn: psycopg.Connection, table: str) -> list[_Column]:
     rows = conn.execute(
         """
-        SELECT a.attname, format_type(a.atttypid, a.atttypmod), t.typtype, t.typcategory, t.typname, a.attnotnull,
+        SELECT a.attname, format_type(a.atttypid, a.atttypmod), t.typtype, t.typcategory, t.typname,
+               a.attnotnull,
                (d.adbin IS NOT NULL OR a.attidentity <> '' OR a.attgenerated <> '') AS has_default,
-               (SELECT quote_ident(fn.nspname) || '.' || quote_ident(fc.relname) || ' ' || quote_ident(fa.attname)
+               (SELECT quote_ident(fn.nspname) || '.' || quote_ident(fc.relname) || ' '
+                       || quote_ident(fa.attname)
                   FROM pg_constraint f JOIN pg_class fc ON fc.oid = f.confrelid
                   JOIN pg_namespace fn ON fn.oid = fc.relnamespace
                   JOIN pg_attribute fa ON fa.attrelid = f.confrelid AND fa.attnum = f.confkey[1]
@@ -546,7 +647,9 @@ def _value_sql(table: str, col: _Column) -> str | None:
     return None
 
 
-def seed_database(url: str, rows: int, *, only_empty: bool = False, seed_sql: str | None = None) -> SeedReport:
+def seed_database(
+    url: str, rows: int, *, only_empty: bool = False, seed_sql: str | None = None
+) -> SeedReport:
     """Valid rows in every table, generated from the live schema (FK order, NOT NULL, unique values).
 
     Columns with defaults, identities and nullable non-FK columns are left to the database; a
@@ -587,7 +690,8 @@ def seed_database(url: str, rows: int, *, only_empty: bool = False, seed_sql: st
                         continue
                     names.append(col.name)
                     values.append(
-                        f"(SELECT {ref_col} FROM {ref_table} ORDER BY {ref_col} OFFSET ((g.n - 1) % {ref_count}) LIMIT 1)"
+                        f"(SELECT {ref_col} FROM {ref_table} ORDER BY {ref_col}"
+                        f" OFFSET ((g.n - 1) % {ref_count}) LIMIT 1)"
                     )
                     continue
                 if col.has_default or not col.not_null:
@@ -603,7 +707,8 @@ def seed_database(url: str, rows: int, *, only_empty: bool = False, seed_sql: st
                 continue
             cols = ", ".join(sql.Identifier(n).as_string(None) for n in names)
             statement = (
-                f"INSERT INTO {table} ({cols}) SELECT {', '.join(values)} FROM generate_series(1, {rows}) AS g(n)"
+                f"INSERT INTO {table} ({cols}) SELECT {', '.join(values)}"
+                f" FROM generate_series(1, {rows}) AS g(n)"
                 if names
                 else f"INSERT INTO {table} DEFAULT VALUES"
             )
@@ -658,7 +763,9 @@ class _Template:
 class TemplateChain:
     """Databases at each alembic state (sorted tuple of heads), built lazily and cloned per check."""
 
-    def __init__(self, server: PostgresServer, tree: MigrationTree, *, seed_rows: int = 0, seed_sql: str | None = None):
+    def __init__(
+        self, server: PostgresServer, tree: MigrationTree, *, seed_rows: int = 0, seed_sql: str | None = None
+    ):
         self.server = server
         self.tree = tree
         self.seed_rows = seed_rows
@@ -666,9 +773,30 @@ class TemplateChain:
         self._templates: dict[tuple[str, ...], _Template] = {}
         self._broken: dict[tuple[str, ...], str] = {}
         self._lock = threading.RLock()
+        # Open connections kept across checks: a moved template keeps its warm backend.
+        self._sessions: dict[str, tuple[contextlib.ExitStack, DbSession]] = {}
         self._token = cleanup.register("migration templates", self.close)
 
+    def session(self, dbname: str) -> DbSession:
+        """An open alembic session on `dbname`, reused until the database is copied or dropped."""
+        with self._lock:
+            if dbname not in self._sessions:
+                stack = contextlib.ExitStack()
+                db = stack.enter_context(self.tree.session(self.server.url(dbname)))
+                self._sessions[dbname] = (stack, db)
+            return self._sessions[dbname][1]
+
+    def release(self, dbname: str) -> None:
+        """Close the session on `dbname` (CREATE DATABASE ... TEMPLATE needs it unused)."""
+        with self._lock:
+            entry = self._sessions.pop(dbname, None)
+        if entry is not None:
+            with contextlib.suppress(Exception):
+                entry[0].close()
+
     def close(self) -> None:
+        for dbname in list(self._sessions):
+            self.release(dbname)
         with self._lock:
             names = [t.dbname for t in self._templates.values()]
             self._templates.clear()
@@ -704,6 +832,7 @@ class TemplateChain:
         first = self.tree.revisions[key[0]]
         base = self.at(first.parents) if len(key) == 1 else self.at(key[:1])
         steps = key if len(key) == 1 else key[1:]
+        self.release(base.dbname)
         dbname = self.server.create_database(template=base.dbname)
         url = self.server.url(dbname)
         try:
@@ -750,6 +879,7 @@ class TemplateChain:
                 self._templates.pop(key, None)
             dbname = template.dbname
         else:
+            self.release(template.dbname)
             dbname = self.server.create_database(template=template.dbname)
         token = cleanup.register(f"database {dbname}", lambda: self.server.drop_database(dbname))
         try:
@@ -758,6 +888,7 @@ class TemplateChain:
             with self._lock:
                 adopted = any(t.dbname == dbname for t in self._templates.values())
             if not adopted:
+                self.release(dbname)
                 with contextlib.suppress(Exception):
                     self.server.drop_database(dbname)
             cleanup.done(token)
@@ -777,7 +908,9 @@ class CheckOutcome:
     notes: tuple[str, ...] = ()
 
 
-def stairway(chain: TemplateChain, rev: str, *, irreversible: Sequence[str] = (), lowest: str | None = None) -> CheckOutcome:
+def stairway(
+    chain: TemplateChain, rev: str, *, irreversible: Sequence[str] = (), lowest: str | None = None
+) -> CheckOutcome:
     """Upgrade to REV, downgrade to its parent (schema must match the parent's), upgrade again."""
     tree = chain.tree
     revision = tree.revisions[rev]
@@ -785,74 +918,85 @@ def stairway(chain: TemplateChain, rev: str, *, irreversible: Sequence[str] = ()
     if rev in irreversible:
         return CheckOutcome(rev, skip=f"{rev}: explicit lower bound (listed in migrations.irreversible)")
     if lowest is not None and (rev == lowest or rev in tree.ancestors(lowest)):
-        return CheckOutcome(rev, skip=f"{rev}: at or below migrations.lowest = {lowest}; its downgrade is not required")
+        return CheckOutcome(
+            rev, skip=f"{rev}: at or below migrations.lowest = {lowest}; its downgrade is not required"
+        )
     with chain.clone(revision.parents, consume=chain.single_consumer(revision.parents)) as (dbname, parent):
-        url = chain.server.url(dbname)
-        context = (("Revision", revision.describe()), ("Parent", ", ".join(revision.parents) or "base"))
-        try:
-            tree.upgrade(url, rev)
-        except StepFailed as exc:
-            return CheckOutcome(rev, failure=labelled(f"upgrade to {rev} failed", *context, ("Error", exc.detail)))
-        upgraded = schema_snapshot(url)
-        try:
-            tree.downgrade(url, tree.downgrade_target(rev))
-        except StepFailed as exc:
-            if exc.not_implemented:
-                # The failed downgrade rolled back: the database is still at REV, usable by its children.
-                if current_heads(url) == (rev,) and schema_snapshot(url) == upgraded:
-                    chain.adopt((rev,), dbname, upgraded)
-                return CheckOutcome(rev, skip=f"{rev}: explicit lower bound (downgrade raises NotImplementedError)")
-            return CheckOutcome(
-                rev,
-                failure=labelled(
-                    f"downgrade of {rev} failed: the revision is irreversible but not declared as such",
-                    *context,
-                    ("Error", exc.detail),
-                    help=f"fix downgrade(), or declare it: raise NotImplementedError in {revision.path.name}"
-                    f" or list '{rev}' in migrations.irreversible",
-                ),
-            )
-        downgraded = schema_snapshot(url)
-        if downgraded != parent.schema:
-            missing, extra = parent.schema.diff(downgraded)
-            headline = (
-                f"downgrade of {rev} is a no-op: the schema after it is the schema at {rev}"
-                if downgraded == upgraded and upgraded != parent.schema
-                else f"downgrade of {rev} does not restore the schema of its parent"
-            )
-            return CheckOutcome(
-                rev,
-                failure=labelled(
-                    headline,
-                    *context,
-                    ("Expected (at parent) but missing", "\n".join(missing) or "-"),
-                    ("Left behind by downgrade", "\n".join(extra) or "-"),
-                    help=f"make downgrade() in {revision.path.name} undo every operation of upgrade()",
-                ),
-            )
-        try:
-            tree.upgrade(url, rev)
-        except StepFailed as exc:
-            return CheckOutcome(
-                rev, failure=labelled(f"upgrade to {rev} after its downgrade failed", *context, ("Error", exc.detail))
-            )
-        again = schema_snapshot(url)
-        if again != upgraded:
-            missing, extra = upgraded.diff(again)
-            return CheckOutcome(
-                rev,
-                failure=labelled(
-                    f"upgrade → downgrade → upgrade of {rev} does not reach the same schema",
-                    *context,
-                    ("After the first upgrade only", "\n".join(missing) or "-"),
-                    ("After the second upgrade only", "\n".join(extra) or "-"),
-                ),
-            )
-        chain.adopt((rev,), dbname, again)
+        outcome, state, schema = _stairway_steps(chain.session(dbname), revision, parent.schema)
+        if state is not None and schema is not None:
+            # The database is at REV again with REV's schema: it becomes the template its children start from.
+            chain.adopt(state, dbname, schema)
+        if outcome is not None:
+            return outcome
     return CheckOutcome(rev, seconds=time.monotonic() - started)
 
 
-def full_downgrade(chain: TemplateChain, *, irreversible: Sequence[str] = (), lowest: str | None = None) -> tuple[str | None, list[str]]:
+def _stairway_steps(
+    db: DbSession, revision: Revision, parent_schema: Schema
+) -> tuple[CheckOutcome | None, tuple[str, ...] | None, Schema | None]:
+    """(failure or skip, state to adopt the database as, its schema)."""
+    rev = revision.id
+    context = (("Revision", revision.describe()), ("Parent", ", ".join(revision.parents) or "base"))
+    try:
+        db.upgrade(rev)
+    except StepFailed as exc:
+        return (
+            CheckOutcome(rev, failure=labelled(f"upgrade to {rev} failed", *context, ("Error", exc.detail))),
+            None,
+            None,
+        )
+    try:
+        db.downgrade(db.tree.downgrade_target(rev))
+    except StepFailed as exc:
+        if exc.not_implemented:
+            skip = CheckOutcome(
+                rev, skip=f"{rev}: explicit lower bound (downgrade raises NotImplementedError)"
+            )
+            # The failed downgrade rolled back: the database is still at REV, usable by its children.
+            if db.heads() == (rev,):
+                return skip, (rev,), db.schema()
+            return skip, None, None
+        failure = labelled(
+            f"downgrade of {rev} failed: the revision is irreversible but not declared as such",
+            *context,
+            ("Error", exc.detail),
+            help=f"fix downgrade(), or declare it: raise NotImplementedError in {revision.path.name}"
+            f" or list '{rev}' in migrations.irreversible",
+        )
+        return CheckOutcome(rev, failure=failure), None, None
+    downgraded = db.schema()
+    if downgraded != parent_schema:
+        missing, extra = parent_schema.diff(downgraded)
+        if db.heads() != tuple(sorted(revision.parents)):
+            headline = f"downgrade of {rev} did not reach its parent"
+        elif extra and not missing:
+            headline = (
+                f"downgrade of {rev} leaves behind what its upgrade created (a no-op or partial downgrade)"
+            )
+        else:
+            headline = f"downgrade of {rev} does not restore the schema of its parent"
+        failure = labelled(
+            headline,
+            *context,
+            ("Expected (at parent) but missing", "\n".join(missing) or "-"),
+            ("Left behind by downgrade", "\n".join(extra) or "-"),
+            help=f"make downgrade() in {revision.path.name} undo every operation of upgrade()",
+        )
+        return CheckOutcome(rev, failure=failure), None, None
+    try:
+        db.upgrade(rev)
+    except StepFailed as exc:
+        failure = labelled(f"upgrade to {rev} after its downgrade failed", *context, ("Error", exc.detail))
+        return CheckOutcome(rev, failure=failure), None, None
+    # No snapshot of the first upgrade: the second must reach the same schema, which the child's own
+    # stairway proves (its downgrade is compared with this one).
+    again = db.schema()
+    return None, (rev,), again
+
+
+def full_downgrade(
+    chain: TemplateChain, *, irreversible: Sequence[str] = (), lowest: str | None = None
+) -> tuple[str | None, list[str]]:
     """Downgrade head → lowest allowed revision one revision at a time. (failure, notes)."""
     tree = chain.tree
     notes: list[str] = []
@@ -875,7 +1019,9 @@ def full_downgrade(chain: TemplateChain, *, irreversible: Sequence[str] = (), lo
                 tree.downgrade(url, tree.downgrade_target(rev))
             except StepFailed as exc:
                 if exc.not_implemented:
-                    notes.append(f"stopped at {rev}: downgrade raises NotImplementedError (explicit lower bound)")
+                    notes.append(
+                        f"stopped at {rev}: downgrade raises NotImplementedError (explicit lower bound)"
+                    )
                     stopped.add(rev)
                     continue
                 return (
@@ -884,7 +1030,8 @@ def full_downgrade(chain: TemplateChain, *, irreversible: Sequence[str] = (), lo
                         ("Revision", tree.revisions[rev].describe()),
                         ("Lowest allowed", lowest or "base"),
                         ("Error", exc.detail),
-                        help="fix its downgrade(), or declare it irreversible (NotImplementedError or migrations.irreversible)",
+                        help="fix its downgrade(), or declare it irreversible "
+                        "(NotImplementedError or migrations.irreversible)",
                     ),
                     notes,
                 )
@@ -905,7 +1052,9 @@ def upgrade_keeps_rows(chain: TemplateChain, rev: str, *, exempt: bool) -> Check
             )
         except TemplateUnavailable as exc:
             reason = str(exc).splitlines()[0]
-            return CheckOutcome(rev, skip=f"cannot seed the parent of {rev}: {reason} (its own check reports it)")
+            return CheckOutcome(
+                rev, skip=f"cannot seed the parent of {rev}: {reason} (its own check reports it)"
+            )
         url = chain.server.url(dbname)
         before = row_counts(url)
         seeded = parent.seed.describe() if parent.seed else "none"
@@ -920,7 +1069,8 @@ def upgrade_keeps_rows(chain: TemplateChain, rev: str, *, exempt: bool) -> Check
                     ("Rows before", ", ".join(f"{t}={n}" for t, n in before.items()) or "-"),
                     ("Seeded", seeded),
                     ("Error", exc.detail),
-                    help="production has rows: give new NOT NULL columns a default or backfill before constraining",
+                    help="production has rows: give a new NOT NULL column a default, "
+                    "or backfill before constraining",
                 ),
             )
         after = row_counts(url)
@@ -941,12 +1091,16 @@ def upgrade_keeps_rows(chain: TemplateChain, rev: str, *, exempt: bool) -> Check
         return CheckOutcome(rev, seconds=time.monotonic() - started, notes=(f"rows before: {before}", *notes))
 
 
-def downgrade_keeps_rows(chain: TemplateChain, *, irreversible: Sequence[str] = (), exempt: Sequence[str] = ()) -> CheckOutcome:
+def downgrade_keeps_rows(
+    chain: TemplateChain, *, irreversible: Sequence[str] = (), exempt: Sequence[str] = ()
+) -> CheckOutcome:
     """`downgrade -1` from head on a seeded database loses no rows of tables on both sides."""
     tree = chain.tree
     heads = tree.heads
     if len(heads) != 1:
-        return CheckOutcome(",".join(heads), skip=f"{len(heads)} heads: `downgrade -1` is ambiguous (see test_single_head)")
+        return CheckOutcome(
+            ",".join(heads), skip=f"{len(heads)} heads: `downgrade -1` is ambiguous (see test_single_head)"
+        )
     head = heads[0]
     revision = tree.revisions[head]
     if head in irreversible:
@@ -964,7 +1118,9 @@ def downgrade_keeps_rows(chain: TemplateChain, *, irreversible: Sequence[str] = 
             tree.downgrade(url, target)
         except StepFailed as exc:
             if exc.not_implemented:
-                return CheckOutcome(head, skip=f"{head}: explicit lower bound (downgrade raises NotImplementedError)")
+                return CheckOutcome(
+                    head, skip=f"{head}: explicit lower bound (downgrade raises NotImplementedError)"
+                )
             return CheckOutcome(
                 head,
                 failure=labelled(
@@ -1064,12 +1220,18 @@ def lint(
         if include:
             argv += ["--include", ",".join(include)]
         argv += sorted(str(Path(tmp) / name) for name in files)
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=LINT_TIMEOUT_S, cwd=tmp, stdin=subprocess.DEVNULL)
+        proc = subprocess.run(
+            argv, capture_output=True, text=True, timeout=LINT_TIMEOUT_S, cwd=tmp, stdin=subprocess.DEVNULL
+        )
         try:
             results = json.loads(proc.stdout or "[]")
         except json.JSONDecodeError:
             raise MigrationError(
-                labelled("squawk did not produce JSON", ("Exit code", proc.returncode), ("Output", (proc.stderr or proc.stdout)[-800:]))
+                labelled(
+                    "squawk did not produce JSON",
+                    ("Exit code", proc.returncode),
+                    ("Output", (proc.stderr or proc.stdout)[-800:]),
+                )
             ) from None
     for item in results:
         rev = files.get(Path(str(item.get("file", ""))).name)
@@ -1113,7 +1275,9 @@ def load_metadata(spec: str) -> Any:
         for part in attr.split("."):
             obj = getattr(obj, part)
     except AttributeError:
-        raise MigrationError(f"migrations.metadata = {spec!r}: {module_name} has no attribute {attr}") from None
+        raise MigrationError(
+            f"migrations.metadata = {spec!r}: {module_name} has no attribute {attr}"
+        ) from None
     return getattr(obj, "metadata", obj)
 
 
@@ -1126,7 +1290,9 @@ def drift(url: str, metadata: Any) -> tuple[list[Any], str]:
     engine = create_engine(_url_for_sqlalchemy(url), poolclass=pool.NullPool)
     try:
         with engine.connect() as conn:
-            context = MigrationContext.configure(conn, opts={"compare_type": True, "compare_server_default": False})
+            context = MigrationContext.configure(
+                conn, opts={"compare_type": True, "compare_server_default": False}
+            )
             diffs = compare_metadata(context, metadata)
             code = render_python_code(produce_migrations(context, metadata).upgrade_ops) if diffs else ""
     finally:
@@ -1192,12 +1358,23 @@ class LockSampler:
     def _loop(self) -> None:
         deadline = time.monotonic() + self.max_duration_s
         try:
-            with psycopg.connect(self.url, autocommit=True, connect_timeout=5, application_name="opsverify-lock-sampler") as conn:
+            with psycopg.connect(
+                self.url, autocommit=True, connect_timeout=5, application_name="opsverify-lock-sampler"
+            ) as conn:
                 while not self._stop.is_set() and time.monotonic() < deadline:
-                    for pid, waited, mode, relation, query, blockers, blocker_queries in conn.execute(_LOCK_SAMPLE):
+                    for pid, waited, mode, relation, query, blockers, blocker_queries in conn.execute(
+                        _LOCK_SAMPLE
+                    ):
                         key = (int(pid), str(query))
-                        wait = LockWait(int(pid), float(waited or 0), str(mode), str(relation), str(query),
-                                        tuple(blockers or ()), tuple(blocker_queries or ()))
+                        wait = LockWait(
+                            int(pid),
+                            float(waited or 0),
+                            str(mode),
+                            str(relation),
+                            str(query),
+                            tuple(blockers or ()),
+                            tuple(blocker_queries or ()),
+                        )
                         if key not in self._waits or wait.waited_ms > self._waits[key].waited_ms:
                             self._waits[key] = wait
                     self.samples += 1
@@ -1250,7 +1427,7 @@ def online_upgrade(
     def run_load() -> None:
         try:
             box["result"] = load()
-        except BaseException as exc:  # noqa: BLE001 - reported, not swallowed
+        except BaseException as exc:
             box["error"] = exc
 
     thread = threading.Thread(target=run_load, name="migration-load", daemon=True)

@@ -1,0 +1,33 @@
+"""The models the code runs with match the schema the migrations build (no forgotten revision)."""
+
+from __future__ import annotations
+
+import pytest
+
+from opsverify.migrations import MigrationError, MigrationTree, TemplateChain, drift, labelled, load_metadata
+from opsverify.plugin import OpsSession
+
+pytestmark = pytest.mark.migration
+
+
+def test_models_match_head(
+    migration_tree: MigrationTree, ops: OpsSession, schema_chain: TemplateChain
+) -> None:
+    """A model change without a migration ships code that queries columns production does not have."""
+    spec = ops.profile.migrations.metadata
+    if not spec:
+        pytest.skip(
+            "no models to compare: set migrations.metadata = 'package.module:metadata' in the profile"
+        )
+    try:
+        metadata = load_metadata(spec)
+    except (MigrationError, ImportError) as exc:
+        pytest.fail(f"migrations.metadata = {spec!r}: {exc}", pytrace=False)
+    with schema_chain.clone(migration_tree.heads) as (dbname, _template):
+        diffs, code = drift(schema_chain.server.url(dbname), metadata)
+    assert not diffs, labelled(
+        f"{len(diffs)} difference(s) between the models ({spec}) and the schema at head",
+        ("Head", ", ".join(migration_tree.heads)),
+        ("Operations autogenerate would add", code.strip()),
+        help="alembic revision --autogenerate -m '...' (then review it)",
+    )
