@@ -16,43 +16,6 @@ TREES = "tests/data/migrations"
 OFFLINE = ("-m", "migration and not smoke and not perf")
 
 
-@pytest.mark.parametrize(
-    ("tree", "owners", "revision"),
-    [
-        ("two_heads", ["test_single_head"], "b2000002"),
-        ("noop_downgrade", ["test_stairway[b2000002-add-accounts-note]"], "b2000002"),
-        ("downgrade_loses_rows", ["test_downgrade_keeps_rows"], "b2000002"),
-        (
-            "index_not_concurrent",
-            ["test_revision_sql_passes_lint[b2000002-index-accounts-created-at]"],
-            "b2000002",
-        ),
-        # squawk finds it statically; on a database that holds rows the upgrade itself fails, which the
-        # data-safety check proves (a real outage, not a style finding).
-        (
-            "not_null_no_default",
-            [
-                "test_revision_sql_passes_lint[b2000002-add-accounts-plan]",
-                "test_upgrade_keeps_rows[b2000002-add-accounts-plan]",
-            ],
-            "b2000002",
-        ),
-        # The full downgrade walks through the same revision, so it stops there too.
-        (
-            "irreversible_undeclared",
-            ["test_stairway[b2000002-split-accounts-note]", "test_full_downgrade"],
-            "b2000002",
-        ),
-    ],
-)
-def test_broken_tree_fails_its_owning_check(gates, tree: str, owners: list[str], revision: str) -> None:
-    run = gates(*OFFLINE, "--alembic-ini", f"{TREES}/{tree}/alembic.ini")
-    run.assert_only_failed(*owners)
-    for owner in owners:
-        message = run.message(owner)
-        assert revision in message, f"{owner} does not name {revision}:\n{message}"
-
-
 def test_broken_tree_messages_carry_labelled_context(gates) -> None:
     run = gates(*OFFLINE, "--alembic-ini", f"{TREES}/two_heads/alembic.ini", "-k", "single_head or lint")
     run.assert_only_failed("test_single_head")
