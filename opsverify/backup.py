@@ -1320,7 +1320,7 @@ def redis_drill(
             result = run_tool([line], env=env, timeout_s=timeout_s, shell=True)
             if result.returncode != 0 or not rdb.is_file():
                 raise DrError(f"Redis backup command exited with {result.returncode}"
-                              f"{'' if rdb.is_file() else ' and wrote no RDB at {output}'}:\n{result.tail()}")
+                              f"{'' if rdb.is_file() else f' and wrote no RDB at {rdb}'}:\n{result.tail()}")
             how = "backup.redis_command"
         else:
             since = int(client.lastsave().timestamp())

@@ -12,24 +12,22 @@ from pathlib import Path
 
 import pytest
 
+from opsverify.errors import ProviderError
 from opsverify.sample import migrate_and_seed
-from opsverify.services import LocalProvider, PostgresServer, RedisServer, choose_provider
+from opsverify.services import LocalProvider, PostgresServer, Provider, RedisServer, choose_provider
 from tests.gaterun import GateRun, run_gates
 
 
 @pytest.fixture(scope="session")
 def shared_servers() -> Iterator[tuple[PostgresServer, RedisServer]]:
-    provider = choose_provider(os.environ.get("OPS_SELFTEST_SERVICES", "auto"))
-    if provider.name == "containers":
-        # Local servers start faster and need no engine; containers are proven by their own test.
-        local = LocalProvider()
-        try:
-            pg, rd = local.start()
-            provider = local
-        except Exception:
-            pg, rd = provider.start()
-    else:
-        pg, rd = provider.start()
+    """Local servers when the binaries are here (fast, and some self-tests read Redis's RDB from
+    disk); otherwise whatever OPS_SELFTEST_SERVICES (default auto) provides."""
+    provider: Provider = LocalProvider()
+    try:
+        provider.check()
+    except ProviderError:
+        provider = choose_provider(os.environ.get("OPS_SELFTEST_SERVICES", "auto"))
+    pg, rd = provider.start()
     try:
         yield pg, rd
     finally:

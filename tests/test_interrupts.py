@@ -119,3 +119,41 @@ def test_interrupt_during_container_start_leaves_no_container(tmp_path: Path) ->
         f"containers left: {own_containers() - before}\n{out[-1500:]}"
     )
     assert wait_for(lambda: not tagged_processes(tag), 15), f"orphans: {tagged_processes(tag)}"
+
+
+def _start(tmp_path: Path, tag: str, *args: str, env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "pytest", "suites", "--report-dir", str(tmp_path), *args],
+        cwd=REPO,
+        env={**os.environ, "OPS_RUN_TAG": tag, "SAMPLE_FAULTS": "", **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_interrupt_during_a_locust_run_leaves_no_locust(tmp_path: Path, external_env: dict[str, str]) -> None:
+    tag = uuid.uuid4().hex
+    proc = _start(tmp_path, tag, "-m", "perf", "-k", "threshold", "--perf-duration", "60", env=external_env)
+    assert wait_for(lambda: any("-m locust" in p for p in tagged_processes(tag)), 90), "locust never started"
+    time.sleep(1.0)
+    out = interrupt(proc, signal.SIGINT)
+    assert "Traceback" not in out
+    assert wait_for(lambda: not tagged_processes(tag), 20), f"orphans: {tagged_processes(tag)}"
+
+
+def test_interrupt_during_a_restore_leaves_no_process_or_database(
+    tmp_path: Path, external_env: dict[str, str], shared_servers
+) -> None:
+    pg, _ = shared_servers
+    databases_before = set(pg.list_own_databases())
+    tag = uuid.uuid4().hex
+    proc = _start(tmp_path, tag, "-m", "dr", "-k", "not redis", "--dr-rows", "400000", env=external_env)
+    assert wait_for(lambda: any("pg_restore" in p for p in tagged_processes(tag)), 180), "no restore started"
+    out = interrupt(proc, signal.SIGINT)
+    assert "Traceback" not in out
+    assert wait_for(lambda: not tagged_processes(tag), 20), f"orphans: {tagged_processes(tag)}"
+    assert wait_for(lambda: set(pg.list_own_databases()) == databases_before, 20), (
+        f"databases left: {set(pg.list_own_databases()) - databases_before}"
+    )
