@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO_ROOT))
 from opsverify import migrations  # noqa: E402
 from opsverify.services import ExternalProvider, LocalProvider  # noqa: E402
 
-ENV_PY = REPO_ROOT / "tests" / "data" / "migrations" / "merge_valid" / "env.py"
+ENV_PY = REPO_ROOT / "tests" / "data" / "migrations" / "_shared" / "env.py"
 THEIR_PACKAGES = ["pytest<9", "pytest-alembic==0.13.*", "psycopg[binary]", "sqlalchemy", "alembic"]
 RUN_TIMEOUT_S = 900
 

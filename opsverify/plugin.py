@@ -85,6 +85,14 @@ class OpsSession:
         """The suite started the target itself (the reference service), so it may write to it."""
         return self.profile.reference_service and self.base_url_override is None
 
+    @property
+    def migration_ini(self) -> Path | None:
+        """The migration tree's alembic.ini: --alembic-ini wins over migrations.alembic_ini."""
+        if self.alembic_ini is not None:
+            return self.alembic_ini
+        configured = self.profile.migrations.alembic_ini
+        return self.profile.relative_path(configured) if configured else None
+
     def mutation_refusal(self, *, dr: bool = False) -> str | None:
         """Why a writing (or restoring) test must not run here; None when it may."""
         what = "dr" if dr else "mutating"

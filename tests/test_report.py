@@ -118,3 +118,11 @@ def test_result_rules() -> None:
     record.add_outcome(["smoke"], "failed", 0.0, 1.0, "suites/smoke/test_x.py::test_y")
     assert record.result == "FAIL"
     assert record.summary()["gates"]["smoke"]["failed"] == 1
+
+
+def test_a_test_in_two_gates_counts_once_in_the_totals() -> None:
+    record = RunRecord(run_id="r", target="t")
+    record.add_outcome(["migration", "perf"], "passed", 0.0, 2.0, "suites/migration/test_online.py::test_x")
+    record.add_outcome(["smoke"], "skipped", 0.0, 1.0, "suites/smoke/test_tls.py::test_y")
+    assert record.counts == {"passed": 1, "failed": 0, "skipped": 1}
+    assert record.gates["migration"].passed == record.gates["perf"].passed == 1

@@ -1,4 +1,4 @@
-"""Alembic environment for a self-test tree of the migration gate.
+"""Alembic environment shared by the self-test trees of the migration gate (their alembic.ini points here).
 
 Where the database comes from, in order: config.attributes["connection"] (a live SQLAlchemy
 Connection, what the gate passes in-process; pytest-alembic passes an Engine there),
