@@ -1234,19 +1234,19 @@ def lint(
                 )
             ) from None
     for item in results:
-        rev = files.get(Path(str(item.get("file", ""))).name)
-        if rev is None:
+        owner = files.get(Path(str(item.get("file", ""))).name)
+        if owner is None:
             continue
-        text = revision_sql[rev]
+        text = revision_sql[owner]
         finding = LintFinding(
-            revision=rev,
+            revision=owner,
             rule=str(item.get("rule_name", "?")),
             statement=_statement_at(text, int(item.get("line", 0))),
             message=str(item.get("message", "")),
             help=str(item.get("help") or ""),
             line=int(item.get("line", 0)) + 1,
         )
-        (found if finding.rule in gate else other)[rev].append(finding)
+        (found if finding.rule in gate else other)[owner].append(finding)
     return found, other
 
 
@@ -1294,7 +1294,8 @@ def drift(url: str, metadata: Any) -> tuple[list[Any], str]:
                 conn, opts={"compare_type": True, "compare_server_default": False}
             )
             diffs = compare_metadata(context, metadata)
-            code = render_python_code(produce_migrations(context, metadata).upgrade_ops) if diffs else ""
+            upgrade_ops = produce_migrations(context, metadata).upgrade_ops
+            code = render_python_code(upgrade_ops) if diffs and upgrade_ops is not None else ""
     finally:
         engine.dispose()
     code = "\n".join(x.strip() for x in code.splitlines() if x.strip() and not x.strip().startswith("# ###"))

@@ -278,8 +278,9 @@ def pytest_configure(config: pytest.Config) -> None:
             _write_usage_error_report(config, run_id, target, str(exc))
         raise pytest.UsageError(redact(str(exc))) from None
     config.stash[OPS_KEY] = session
-    config.stash[STATE_KEY] = {"tests": {}, "written": False}
-    if workerinput is None:
+    # --collect-only lists the checks; it is not a run, so it leaves no report or history line.
+    config.stash[STATE_KEY] = {"tests": {}, "written": bool(config.option.collectonly)}
+    if workerinput is None and not config.option.collectonly:
         session.run_dir.mkdir(parents=True, exist_ok=True)
         if not config.option.htmlpath:
             config.option.htmlpath = str(session.run_dir / "report.html")
@@ -386,7 +387,8 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         entry["outcome"] = "failed"
     elif report.skipped and entry["outcome"] != "failed":
         entry["outcome"] = "skipped"
-    for name, value in report.user_properties:
+    for name, raw in report.user_properties:
+        value = str(raw)
         if name == FIGURE_PROP:
             session.record.add_figure(figure_from_json(value))
         elif name == ATTENTION_PROP and value not in session.record.attention:

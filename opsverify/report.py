@@ -90,7 +90,7 @@ class RunRecord:
 
     def add_outcome(self, keywords: Iterable[str], outcome: str, start: float, stop: float, nodeid: str) -> None:
         names = set(keywords)
-        gates = [g for g in GATES if g in names] or [None]
+        gates: list[str | None] = [g for g in GATES if g in names] or [None]
         for gate in gates:
             stats = self.gates[gate] if gate else self.other
             if outcome == "passed":

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import quote, unquote, urlsplit
 
 import psycopg
@@ -373,13 +373,20 @@ def local_binaries_default() -> tuple[Path | None, Path | None]:
     return pg_ctl, Path(redis_bin) if redis_bin else None
 
 
+def _stopper(thing: Any) -> Callable[[], None]:
+    def stop() -> None:
+        thing.stop()
+
+    return stop
+
+
 class ContainersProvider:
     name = "containers"
 
     def __init__(self) -> None:
         self.pg_image = os.environ.get("OPS_POSTGRES_IMAGE", DEFAULT_POSTGRES_IMAGE)
         self.redis_image = os.environ.get("OPS_REDIS_IMAGE", DEFAULT_REDIS_IMAGE)
-        self._containers: list[object] = []
+        self._containers: list[tuple[Any, int]] = []
 
     def check(self) -> None:
         if not docker_answers():
@@ -407,7 +414,7 @@ class ContainersProvider:
         )
         rd = RedisContainer(self.redis_image)
         for container, what in ((pg, self.pg_image), (rd, self.redis_image)):
-            token = cleanup.register(f"container {what}", lambda c=container: c.stop())
+            token = cleanup.register(f"container {what}", _stopper(container))
             try:
                 container.start()
             except Exception as exc:
@@ -437,7 +444,7 @@ class ContainersProvider:
         while self._containers:
             container, token = self._containers.pop()
             with contextlib.suppress(Exception):
-                container.stop()  # type: ignore[attr-defined]
+                container.stop()
             cleanup.done(token)
 
     def describe(self) -> dict[str, str]:
@@ -502,7 +509,7 @@ class LocalProvider:
             password=None,
             postgres_options="-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
         )
-        self._tokens.append(cleanup.register("local postgres", lambda: pg_exec.stop()))
+        self._tokens.append(cleanup.register("local postgres", _stopper(pg_exec)))
         try:
             pg_exec.start()
         except Exception as exc:
@@ -522,7 +529,7 @@ class LocalProvider:
             port=redis_port,
             datadir=redis_dir,
         )
-        self._tokens.append(cleanup.register("local redis", lambda: redis_exec.stop()))
+        self._tokens.append(cleanup.register("local redis", _stopper(redis_exec)))
         try:
             redis_exec.start()
         except Exception as exc:
