@@ -41,6 +41,11 @@ def expected_statuses(endpoint: Endpoint, *, allow_degraded: bool, maintenance: 
     return list(endpoint.status)
 
 
+def endpoint_timeout_s(endpoint: Endpoint) -> float:
+    """Waiting far past an endpoint's budget proves nothing more: twice the budget, at least 2 s."""
+    return max(2.0, 2 * endpoint.max_ms / 1000)
+
+
 def endpoint_failure(
     result: ProbeResult, endpoint: Endpoint, *, allow_degraded: bool = False, maintenance: bool = False
 ) -> str | None:

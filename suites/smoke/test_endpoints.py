@@ -7,7 +7,13 @@ import pytest
 from opsverify.config import Endpoint
 from opsverify.plugin import OpsSession
 from opsverify.probes import HttpProbe, PollResult
-from opsverify.smoke import blocked_in_maintenance, endpoint_failure, readiness_failure, readiness_path
+from opsverify.smoke import (
+    blocked_in_maintenance,
+    endpoint_failure,
+    endpoint_timeout_s,
+    readiness_failure,
+    readiness_path,
+)
 
 pytestmark = pytest.mark.smoke
 
@@ -17,9 +23,7 @@ def test_ready_within_budget(ops: OpsSession, readiness: PollResult | None, repo
     if readiness is None:
         pytest.skip("profile has no smoke endpoints to poll")
     report_extra.text("last readiness exchange", readiness.last.exchange())
-    failure = readiness_failure(
-        readiness, readiness_path(ops.profile) or "", ops.profile.smoke.ready_timeout_s
-    )
+    failure = readiness_failure(readiness, readiness_path(ops.profile) or "", ops.profile.smoke.ready_timeout_s)
     assert failure is None, failure
 
 
@@ -30,10 +34,13 @@ def test_endpoint_answers_within_budget(
 
     With --expect-mode maintenance, API paths must answer 503 instead (loyalty runbook).
     """
-    result = http.request(endpoint.method, endpoint.path, headers=target.endpoint_headers(endpoint))
+    result = http.request(
+        endpoint.method,
+        endpoint.path,
+        headers=target.endpoint_headers(endpoint),
+        timeout_s=endpoint_timeout_s(endpoint),
+    )
     report_extra.text("exchange", result.exchange())
     maintenance = ops.expect_mode == "maintenance" and blocked_in_maintenance(endpoint, ops.profile)
-    failure = endpoint_failure(
-        result, endpoint, allow_degraded=ops.allow_ready_degraded, maintenance=maintenance
-    )
+    failure = endpoint_failure(result, endpoint, allow_degraded=ops.allow_ready_degraded, maintenance=maintenance)
     assert failure is None, failure
