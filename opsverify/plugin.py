@@ -398,6 +398,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         elif name == ENV_PROP:
             session.record.environment.update(json.loads(value))
             session.record.provider = session.record.environment.get("provider", session.record.provider)
+            session.record.base_url = session.record.base_url or session.record.environment.get("base_url", "")
     if report.when == "teardown":
         session.record.add_outcome(report.keywords, entry["outcome"], entry["start"], entry["stop"], report.nodeid)
 

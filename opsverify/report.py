@@ -277,6 +277,13 @@ def gates_html(record: RunRecord) -> str:
     )
 
 
+def _num(value: float) -> str:
+    """Readable at a glance: 3,405,130 rather than 3.40513e+06."""
+    if abs(value) >= 100_000:
+        return f"{value:,.0f}"
+    return f"{value:g}"
+
+
 def figures_html(record: RunRecord) -> str:
     if not record.figures:
         return ""
@@ -286,9 +293,9 @@ def figures_html(record: RunRecord) -> str:
         if f.needs_attention:
             verdict = "⚠"
         op = "≥" if f.higher_is_better else "≤"
-        budget = f"{op} {f.budget:g} {f.unit}" if f.budget is not None else "-"
+        budget = f"{op} {_num(f.budget)} {f.unit}" if f.budget is not None else "-"
         rows.append(
-            f"<tr data-figure='{_e(f.name)}'><td>{_e(f.name)}</td><td>{f.value:g} {_e(f.unit)}</td>"
+            f"<tr data-figure='{_e(f.name)}'><td>{_e(f.name)}</td><td>{_num(f.value)} {_e(f.unit)}</td>"
             f"<td>{_e(budget)}</td><td>{verdict}</td></tr>"
         )
     return (
