@@ -1,26 +1,15 @@
 """Models one change ahead of the merge_valid tree: accounts.plan has no migration."""
 
+import importlib.util
+from pathlib import Path
+
 import sqlalchemy as sa
 
-metadata = sa.MetaData()
+# A fresh copy of the in-step models (loaded by path, so models.py itself stays untouched).
+_spec = importlib.util.spec_from_file_location("merge_valid_models_copy", Path(__file__).with_name("models.py"))
+assert _spec is not None and _spec.loader is not None
+_models = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_models)
 
-accounts = sa.Table(
-    "accounts",
-    metadata,
-    sa.Column("id", sa.BigInteger(), sa.Identity(), primary_key=True),
-    sa.Column("email", sa.Text(), nullable=False, unique=True),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.text("now()")),
-    sa.Column("note", sa.Text(), nullable=True),
-    sa.Column("plan", sa.Text(), nullable=True),
-)
-
-events = sa.Table(
-    "events",
-    metadata,
-    sa.Column("id", sa.BigInteger(), sa.Identity(), primary_key=True),
-    sa.Column(
-        "account_id", sa.BigInteger(), sa.ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False
-    ),
-    sa.Column("kind", sa.Text(), nullable=False),
-    sa.CheckConstraint("kind IN ('login', 'logout')", name="events_kind_known"),
-)
+metadata = _models.metadata
+_models.accounts.append_column(sa.Column("plan", sa.Text(), nullable=True))
