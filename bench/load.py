@@ -43,17 +43,19 @@ USERS = 10
 
 LOCUSTFILE = """
 import os, uuid
-from locust import HttpUser, between, constant, task
+from locust import FastHttpUser, between, constant, task
 
 PACE_S = float(os.environ["BENCH_PACE_S"])  # mean think time per user; 0 = flat out
 PATH = os.environ["BENCH_PATH"]
 
-class BenchUser(HttpUser):
+# The same user class the gate's locustfiles use (geventhttpclient).
+class BenchUser(FastHttpUser):
     # The wrk script's arrival model: a uniform 0.5..1.5 x pace wait after each response.
     wait_time = between(0.5 * PACE_S, 1.5 * PACE_S) if PACE_S > 0 else constant(0)
 
-    def on_start(self):
-        self.client.headers["X-Client-Id"] = f"bench-{uuid.uuid4().hex[:8]}"
+    def __init__(self, *args, **kwargs):
+        self.default_headers = {"X-Client-Id": f"bench-{uuid.uuid4().hex[:8]}"}
+        super().__init__(*args, **kwargs)
 
     @task
     def hit(self):
