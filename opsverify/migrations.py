@@ -349,6 +349,7 @@ class DbSession:
         self.tree = tree
         self.url = url
         self.connection = connection
+        self._config: Any = None  # parsed once per session: alembic.ini is not re-read per step
 
     def step(self, direction: str, destination: str) -> None:
         script = self.tree.script
@@ -369,8 +370,9 @@ class DbSession:
             alembic_log.setLevel(logging.INFO)
         try:
             with _database_url_env(self.url):
-                cfg = self.tree.config(self.url, self.connection)
-                self.tree._run(cfg, fn, as_sql=False, starting_rev=None, destination=destination)
+                if self._config is None:
+                    self._config = self.tree.config(self.url, self.connection)
+                self.tree._run(self._config, fn, as_sql=False, starting_rev=None, destination=destination)
             self.connection.commit()
         except Exception as exc:
             with contextlib.suppress(Exception):
@@ -387,12 +389,36 @@ class DbSession:
     def downgrade(self, destination: str) -> None:
         self.step("downgrade", destination)
 
-    def schema(self) -> Schema:
+    def _end_read(self) -> None:
+        """End a read-only transaction with COMMIT: psycopg forgets its prepared statements on every
+        ROLLBACK, so rolling back made each snapshot (and alembic's own catalog queries) re-plan."""
         try:
-            rows = self.connection.exec_driver_sql(_SNAPSHOT_SQL.replace("%", "%%")).fetchall()
-        finally:
-            self.connection.rollback()
-        return Schema(frozenset(str(r[0]) for r in rows))
+            self.connection.commit()
+        except Exception:
+            with contextlib.suppress(Exception):
+                self.connection.rollback()
+            raise
+
+    def schema(self) -> Schema:
+        raw = self.connection.connection.driver_connection
+        if self.connection.in_transaction() or not isinstance(raw, psycopg.Connection):
+            try:
+                rows = self.connection.exec_driver_sql(_SNAPSHOT_SQL.replace("%", "%%")).fetchall()
+            except Exception:
+                with contextlib.suppress(Exception):
+                    self.connection.rollback()
+                raise
+            self._end_read()
+            return Schema(frozenset(str(r[0]) for r in rows))
+        # Between steps (nothing open): the catalog queries on the driver connection, pipelined.
+        try:
+            schema = _snapshot(raw)
+            raw.commit()
+        except Exception:
+            with contextlib.suppress(Exception):
+                raw.rollback()
+            raise
+        return schema
 
     def heads(self) -> tuple[str, ...]:
         try:
@@ -404,8 +430,13 @@ class DbSession:
             rows = self.connection.exec_driver_sql(
                 "SELECT version_num FROM alembic_version ORDER BY 1"
             ).fetchall()
+        except Exception:
+            with contextlib.suppress(Exception):
+                self.connection.rollback()
+            raise
         finally:
-            self.connection.rollback()
+            if self.connection.in_transaction() and not self.connection.invalidated:
+                self._end_read()
         return tuple(str(r[0]) for r in rows)
 
 
@@ -450,6 +481,9 @@ _SCHEMA_FILTER = (
     "n.nspname NOT IN ('pg_catalog', 'information_schema') "
     "AND n.nspname NOT LIKE 'pg_toast%%' AND n.nspname NOT LIKE 'pg_temp%%'"
 )
+# FirstNormalObjectId: every object created after initdb (all a migration can touch) has an OID at or
+# above it, so the snapshot never scans the built-in catalog rows (a third of its time otherwise).
+_FIRST_USER_OID = 16384
 _SCHEMA_QUERIES = {
     "column": f"""
         SELECT n.nspname || '.' || c.relname || '.' || a.attname || ' '
@@ -462,40 +496,43 @@ _SCHEMA_QUERIES = {
         JOIN pg_namespace n ON n.oid = c.relnamespace
         LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
         WHERE {_SCHEMA_FILTER} AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+          AND a.attrelid >= {_FIRST_USER_OID} AND c.oid >= {_FIRST_USER_OID}
           AND a.attnum > 0 AND NOT a.attisdropped
           AND c.relname <> 'alembic_version'""",
     "relation": f"""
         SELECT c.relkind::text || ' ' || n.nspname || '.' || c.relname
         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE {_SCHEMA_FILTER} AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
-          AND c.relname NOT LIKE 'alembic_version%%'""",
+          AND c.oid >= {_FIRST_USER_OID} AND c.relname NOT LIKE 'alembic_version%%'""",
     "constraint": f"""
         SELECT n.nspname || '.' || c.relname || ' ' || con.conname || ' ' || pg_get_constraintdef(con.oid)
         FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid
         JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE {_SCHEMA_FILTER} AND c.relname <> 'alembic_version'""",
+        WHERE {_SCHEMA_FILTER} AND con.oid >= {_FIRST_USER_OID} AND c.relname <> 'alembic_version'""",
     "index": f"""
         SELECT pg_get_indexdef(i.indexrelid) FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid
         JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE {_SCHEMA_FILTER} AND c.relname <> 'alembic_version'""",
+        WHERE {_SCHEMA_FILTER} AND i.indexrelid >= {_FIRST_USER_OID} AND c.relname <> 'alembic_version'""",
     "view": f"""
         SELECT n.nspname || '.' || c.relname || ' AS ' || pg_get_viewdef(c.oid) FROM pg_class c
-        JOIN pg_namespace n ON n.oid = c.relnamespace WHERE {_SCHEMA_FILTER} AND c.relkind IN ('v', 'm')""",
+        JOIN pg_namespace n ON n.oid = c.relnamespace WHERE {_SCHEMA_FILTER} AND c.oid >= {_FIRST_USER_OID}
+          AND c.relkind IN ('v', 'm')""",
     "type": f"""
         SELECT n.nspname || '.' || t.typname || ' ' || coalesce(
             (SELECT string_agg(e.enumlabel, ',' ORDER BY e.enumsortorder)
              FROM pg_enum e WHERE e.enumtypid = t.oid),
             t.typtype::text)
         FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
-        WHERE {_SCHEMA_FILTER} AND t.typtype IN ('e', 'd')""",
+        WHERE {_SCHEMA_FILTER} AND t.oid >= {_FIRST_USER_OID} AND t.typtype IN ('e', 'd')""",
     "function": f"""
         SELECT n.nspname || '.' || p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')'
         FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-        WHERE {_SCHEMA_FILTER}
+        WHERE {_SCHEMA_FILTER} AND p.oid >= {_FIRST_USER_OID}
           AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = p.oid AND d.deptype = 'e')""",
     "trigger": f"""
         SELECT pg_get_triggerdef(t.oid) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
-        JOIN pg_namespace n ON n.oid = c.relnamespace WHERE {_SCHEMA_FILTER} AND NOT t.tgisinternal""",
+        JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE {_SCHEMA_FILTER} AND t.oid >= {_FIRST_USER_OID} AND NOT t.tgisinternal""",
     "extension": "SELECT extname FROM pg_extension WHERE extname <> 'plpgsql'",
     "schema": f"SELECT n.nspname FROM pg_namespace n WHERE {_SCHEMA_FILTER} AND n.nspname <> 'public'",
 }
@@ -507,11 +544,26 @@ _SNAPSHOT_SQL = "\nUNION ALL\n".join(
 )
 
 
+def _snapshot(conn: psycopg.Connection) -> Schema:
+    """The queries of _SNAPSHOT_SQL sent in one pipelined round trip, each planned on its own: a DDL
+    step invalidates cached plans, and re-planning the single UNION costs more than its parts.
+    Same lines as _SNAPSHOT_SQL (a NULL row reads "None" there too)."""
+    with conn.pipeline():
+        cursors = [
+            (kind, conn.execute(query.replace("%%", "%")))  # type: ignore[call-overload]
+            for kind, query in _SCHEMA_QUERIES.items()
+        ]
+    return Schema(
+        frozenset(
+            "None" if row[0] is None else f"{kind} {row[0]}" for kind, cur in cursors for row in cur.fetchall()
+        )
+    )
+
+
 def schema_snapshot(url: str) -> Schema:
     """The database's schema as comparable lines (names and definitions, not physical order)."""
     with psycopg.connect(_url_for_libpq(url), autocommit=True, connect_timeout=5) as conn:
-        rows = conn.execute(_SNAPSHOT_SQL).fetchall()  # type: ignore[call-overload]
-    return Schema(frozenset(str(r[0]) for r in rows))
+        return _snapshot(conn)
 
 
 def current_heads(url: str, *, read_only: bool = False) -> tuple[str, ...]:
