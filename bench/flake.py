@@ -54,4 +54,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    try:
+        raise SystemExit(main())
+    except KeyboardInterrupt:
+        print("flake: interrupted; servers and runs stopped")
+        raise SystemExit(2) from None

@@ -396,6 +396,7 @@ class ContainersProvider:
 
     def start(self) -> tuple[PostgresServer, RedisServer]:
         self.check()
+        cleanup.install()
         if "TESTCONTAINERS_RYUK_DISABLED" not in os.environ and not _image_present("testcontainers/ryuk"):
             # No reaper image and maybe no registry: our own cleanup registry removes the containers.
             os.environ["TESTCONTAINERS_RYUK_DISABLED"] = "true"
@@ -477,6 +478,8 @@ class LocalProvider:
 
     def start(self) -> tuple[PostgresServer, RedisServer]:
         self.check()
+        # Whoever starts throwaway servers (a bench, `make sample`) removes them on SIGTERM too.
+        cleanup.install()
         pg_ctl, redis_bin = local_binaries()
         assert pg_ctl is not None and redis_bin is not None
         from pytest_postgresql.executors.proc import PostgreSQLExecutor

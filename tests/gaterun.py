@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -111,10 +112,28 @@ def run_gates(
     child_env["SAMPLE_FAULTS"] = faults
     child_env.update(env or {})
     cmd = [sys.executable, "-m", "pytest", *paths, "--report-dir", str(report_dir), "-p", "no:randomly", *args]
-    proc = subprocess.run(
-        cmd, cwd=REPO_ROOT, env=child_env, capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL
+    proc = subprocess.Popen(
+        cmd,
+        cwd=REPO_ROOT,
+        env=child_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        stdin=subprocess.DEVNULL,
     )
-    run = GateRun(proc.returncode, proc.stdout + proc.stderr, report_dir)
+    try:
+        output, _ = proc.communicate(timeout=timeout_s)
+    except BaseException:
+        # Interrupted or over time: let the gate run tear down what it started (SIGINT, like
+        # Ctrl-C), and only kill it if it does not finish that within the grace period.
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+        raise
+    run = GateRun(proc.returncode, output, report_dir)
     latest = report_dir / "latest"
     if latest.exists():
         run.outcomes, run.messages = parse_junit(latest.resolve() / "junit.xml")
