@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
-import redis
 
 from opsverify.redact import redact
 
@@ -94,6 +93,8 @@ def postgres_select_one(url: str, *, timeout_s: float = CONNECT_TIMEOUT_S) -> De
 
 
 def redis_ping(url: str, *, timeout_s: float = CONNECT_TIMEOUT_S) -> DepResult:
+    import redis  # here, not at the top: only this probe needs the client library
+
     started = time.perf_counter()
     client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
     try:

@@ -10,8 +10,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from prometheus_client.parser import text_string_to_metric_families
-
 from opsverify.probes import HttpProbe, ProbeResult
 
 # Suffixes the parser strips from a family name (counter `_total`) or adds to its samples.
@@ -111,6 +109,8 @@ def _family_name(name: str) -> str:
 
 def parse_metrics(text: str) -> dict[str, Family]:
     """Families by name; raises MetricsParseError on text the Prometheus parser refuses."""
+    from prometheus_client.parser import text_string_to_metric_families  # only a scrape needs it
+
     families: dict[str, Family] = {}
     try:
         for fam in text_string_to_metric_families(text):

@@ -10,8 +10,6 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-import httpx
-
 from opsverify.redact import MASK, redact
 
 DEFAULT_TIMEOUT_S = 10.0
@@ -74,8 +72,11 @@ class HttpProbe:
     """A thin, explicit-timeout wrapper over one httpx.Client bound to the target's base URL."""
 
     def __init__(self, base_url: str, *, timeout_s: float = DEFAULT_TIMEOUT_S, verify: bool = True) -> None:
+        import httpx  # here, not at the top: a run that probes nothing (-m migration) starts faster
+
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
+        self._httpx = httpx
         self._client = httpx.Client(
             base_url=self.base_url,
             timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 5.0)),
@@ -113,7 +114,7 @@ class HttpProbe:
                 headers=sent,
                 json=json,
                 content=content,
-                timeout=timeout_s if timeout_s is not None else httpx.USE_CLIENT_DEFAULT,
+                timeout=timeout_s if timeout_s is not None else self._httpx.USE_CLIENT_DEFAULT,
             )
             body = response.text if len(response.content) < 1_000_000 else response.text[:1_000_000]
             result = ProbeResult(
@@ -125,7 +126,7 @@ class HttpProbe:
                 body,
                 request_headers=sent,
             )
-        except httpx.HTTPError as exc:
+        except self._httpx.HTTPError as exc:
             result = ProbeResult(
                 method,
                 url,

@@ -25,8 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 # CI keeps the schedule outside the checkout; this points the check at it.
 SCHEDULE_ENV = "OPS_ROTATION_SCHEDULE"
 
@@ -100,6 +98,8 @@ def _date(value: Any, where: str, key: str) -> dt.date:
 
 
 def load_schedule(path: Path) -> list[Entry]:
+    import yaml  # here, not at the top: only a profile with a schedule needs it
+
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

@@ -15,8 +15,6 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
-
 from opsverify import cleanup
 from opsverify.config import REPO_ROOT
 from opsverify.errors import OpsError
@@ -101,6 +99,8 @@ def start_reference_service(
     env: Mapping[str, str] | None = None,
     timeout_s: float = START_TIMEOUT_S,
 ) -> ReferenceService:
+    import httpx  # here, not at the top: runs that start no service skip the import
+
     port = free_port()
     child_env = {
         "DATABASE_URL": database_url,

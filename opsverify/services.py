@@ -295,21 +295,49 @@ class RedisServer:
             client.close()
 
 
-def _redis_version(host: str, port: int, password: str, timeout_s: float) -> str:
-    import redis
+class _RedisReplyError(Exception):
+    """An error reply (-ERR, -NOAUTH, -WRONGPASS, -LOADING ...)."""
 
+
+def _resp_call(sock: socket.socket, reader: Any, *args: str) -> str:
+    """One Redis command over RESP; the reply as text (errors raise)."""
+    parts = [f"*{len(args)}\r\n".encode()]
+    for arg in args:
+        data = arg.encode()
+        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    sock.sendall(b"".join(parts))
+    line = reader.readline()
+    if not line:
+        raise OSError("connection closed")
+    kind, rest = line[:1], line[1:].rstrip(b"\r\n")
+    if kind == b"-":
+        raise _RedisReplyError(rest.decode(errors="replace"))
+    if kind == b"$":
+        size = int(rest)
+        return "" if size < 0 else reader.read(size + 2)[:size].decode(errors="replace")
+    return rest.decode(errors="replace")
+
+
+def _redis_version(host: str, port: int, password: str, timeout_s: float) -> str:
+    """INFO server over a plain socket: readiness needs no client library (saves its import)."""
     deadline = time.monotonic() + timeout_s
     last: Exception | None = None
     while time.monotonic() < deadline:
         try:
-            client = redis.Redis(
-                host=host, port=port, password=password or None, socket_timeout=2, socket_connect_timeout=2
-            )
-            try:
-                return str(client.info("server")["redis_version"])
-            finally:
-                client.close()
-        except redis.RedisError as exc:
+            with socket.create_connection((host, port), timeout=2) as sock, sock.makefile("rb") as reader:
+                if password:
+                    _resp_call(sock, reader, "AUTH", password)
+                info = _resp_call(sock, reader, "INFO", "server")
+            for line in info.splitlines():
+                if line.startswith("redis_version:"):
+                    return line.split(":", 1)[1].strip()
+            raise OSError("INFO server has no redis_version")
+        except _RedisReplyError as exc:
+            last = exc
+            if not str(exc).startswith("LOADING"):  # a refused password will not get better by waiting
+                raise ProviderError(f"Redis at {host}:{port} refused the connection: {exc}") from None
+            time.sleep(0.2)
+        except (OSError, ValueError) as exc:
             last = exc
             time.sleep(0.2)
     raise ProviderError(f"Redis at {host}:{port} did not answer within {timeout_s:.0f} s: {last}")
