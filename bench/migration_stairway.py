@@ -13,7 +13,10 @@ OPS_DATABASE_URL / OPS_REDIS_URL), then times, in one run:
 * theirs:       `pytest --test-alembic -k test_up_down_consistency` in its own venv (pytest-alembic
   0.13 does not load on pytest 9, so the venv pins pytest<9; created here when missing).
 
-Prints each time and the ratios ours/theirs (goal: <= 0.5).
+Prints each time and the ratios ours/theirs. The goal (<= 0.5) is on test time, the stairway
+against their test_up_down_consistency; wall time is printed too, and carries what neither
+stairway does: start-up (Python, pytest, alembic and psycopg imports, about 1.3 s of ours), our
+plugins and report.
 """
 
 from __future__ import annotations
@@ -271,7 +274,8 @@ def main() -> int:
         f"stairway over {args.revisions} revisions: "
         f"ours {ours_gate:.1f} s (gate wall) / {ours_tests:.1f} s (tests) "
         f"vs pytest-alembic {theirs_wall:.1f} s (wall) / {theirs_test:.1f} s (test): "
-        f"ratio {result['ratio_wall']}x wall, {result['ratio_tests']}x test time"
+        f"ratio {result['ratio_tests']}x test time (goal <= 0.5: "
+        f"{'met' if result['ratio_tests'] <= 0.5 else 'NOT met'}), {result['ratio_wall']}x wall"
     )
     return 0
 

@@ -422,6 +422,9 @@ class DbSession:
                 destination = plan[-1][1]
                 self.tree._run(self._config, fn, as_sql=False, starting_rev=None, destination=destination)
             self.connection.commit()
+            # A snapshot after the last step reads on the driver connection, after alembic's own
+            # transaction ended: commit that read too, so the database is not left idle in one.
+            self._driver().commit()
         except Exception as exc:
             with contextlib.suppress(Exception):
                 self.connection.rollback()
