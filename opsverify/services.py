@@ -414,9 +414,14 @@ class ContainersProvider:
     def __init__(self) -> None:
         self.pg_image = os.environ.get("OPS_POSTGRES_IMAGE", DEFAULT_POSTGRES_IMAGE)
         self.redis_image = os.environ.get("OPS_REDIS_IMAGE", DEFAULT_REDIS_IMAGE)
+        # pg_dump/pg_restore: this host's of a usable major version (auto), else the image's own;
+        # `container` always takes the image's (the tools that match the server exactly).
+        self.tools_from = os.environ.get("OPS_PG_TOOLS", "auto").strip().lower() or "auto"
         self._containers: list[tuple[Any, int]] = []
 
     def check(self) -> None:
+        if self.tools_from not in ("auto", "container"):
+            raise ProviderError(f"OPS_PG_TOOLS={self.tools_from!r}: expected auto or container")
         if not docker_answers():
             raise ProviderError(
                 "--services containers: no Docker engine answers (start dockerd, or use --services local / external)"
@@ -459,7 +464,9 @@ class ContainersProvider:
         from opsverify.redact import register_secret
 
         register_secret(password)
-        tools: ToolRunner | None = host_tools_for(int(version.split(".")[0])) or ContainerTools(pg.get_container_id())
+        tools: ToolRunner | None = ContainerTools(pg.get_container_id())
+        if self.tools_from != "container":
+            tools = host_tools_for(int(version.split(".")[0])) or tools
         redis_host = rd.get_container_host_ip()
         redis_port = int(rd.get_exposed_port(6379))
         redis_version = _redis_version(redis_host, redis_port, "", 30)

@@ -33,6 +33,12 @@ CASES = [
         id="containers-without-engine",
     ),
     pytest.param(
+        ["--services", "containers"],
+        {"OPS_PG_TOOLS": "sideways"},
+        "OPS_PG_TOOLS='sideways': expected auto or container",
+        id="containers-bad-tools",
+    ),
+    pytest.param(
         ["--services", "local"], {"OPS_PG_BINDIR": "/nonexistent"}, "pg_ctl not found", id="local-no-binaries"
     ),
     pytest.param(

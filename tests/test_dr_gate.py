@@ -8,8 +8,10 @@ minutes. Budget: ~2.5 min on 2 cores.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import gzip
+import re
 import subprocess
 import time
 from collections.abc import Callable
@@ -19,8 +21,8 @@ import pytest
 import redis
 
 from opsverify.sample import migrate_and_seed
-from opsverify.services import PostgresServer, RedisServer
-from tests.gaterun import GateRun
+from opsverify.services import PostgresServer, RedisServer, docker_answers
+from tests.gaterun import GateRun, run_gates
 
 ROWS = "2000"
 PG_STEPS = "not redis"
@@ -91,6 +93,31 @@ def test_newest_backup_mode_green(gates: Callable[..., GateRun], good_dump: Path
     assert 0 <= run.summary["figures"]["rpo_s"] < 600, run.summary["figures"]
     assert any("test_restored_revision_known" in t for t in run.passed), run.outcomes
     assert any("test_service_smoke_green_on_restore" in t for t in run.passed), run.outcomes
+
+
+@pytest.mark.skipif(not docker_answers(), reason="no Docker engine answers here (containers provider needs one)")
+def test_drill_with_the_images_own_tools(tmp_path: Path, good_dump: Path) -> None:
+    """Where this host has no pg_dump of the server's major version (postgres:16 beside a PG 15
+    client, say), the tools run inside the server's container, archives streamed through stdin and
+    stdout: green on a healthy source, and a truncated newest backup still fails its own step."""
+    env = {"OPS_PG_TOOLS": "container", "OPS_SERVICES": ""}
+    run = run_gates("-m", "dr", "--dr-rows", ROWS, "--services", "containers", report_dir=tmp_path / "green", env=env)
+    run.assert_all_passed()
+    assert run.summary["provider"] == "containers"
+    report = (run.run_dir / "report.html").read_text(encoding="utf-8")
+    # The report's text extras are base64 data URIs; the restore step's says how it ran.
+    encoded = re.findall(r"text/plain;charset=utf-8;base64,([A-Za-z0-9+/=]+)", report)
+    texts = [base64.b64decode(b).decode() for b in encoded]
+    restore = [t for t in texts if t.startswith("pg_restore")]
+    assert restore and "through stdin into the container" in restore[0], restore
+
+    args = _truncated(tmp_path, good_dump)
+    run = run_gates("-m", "dr", "-k", PG_STEPS, "--services", "containers", *args,
+                    report_dir=tmp_path / "truncated", env=env)
+    run.assert_only_failed("test_archive_reads_to_the_end")
+    assert "truncated" in run.message("test_archive_reads_to_the_end").lower(), run.message(
+        "test_archive_reads_to_the_end"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
