@@ -757,6 +757,32 @@ def _columns(conn: psycopg.Connection, table: str) -> list[_Column]:
     return columns
 
 
+@dataclass(frozen=True)
+class _CompositeFk:
+    ref_table: str  # quoted, schema-qualified
+    columns: tuple[str, ...]  # this table's, unquoted
+    ref_columns: tuple[str, ...]  # the referenced table's, quoted
+
+
+def _composite_fks(conn: psycopg.Connection, table: str) -> list[_CompositeFk]:
+    """Foreign keys over several columns: their values must come from one referenced row."""
+    rows = conn.execute(
+        """
+        SELECT quote_ident(fn.nspname) || '.' || quote_ident(fc.relname),
+               array(SELECT a.attname::text FROM unnest(f.conkey) WITH ORDINALITY k(num, i)
+                     JOIN pg_attribute a ON a.attrelid = f.conrelid AND a.attnum = k.num ORDER BY k.i),
+               array(SELECT quote_ident(a.attname) FROM unnest(f.confkey) WITH ORDINALITY k(num, i)
+                     JOIN pg_attribute a ON a.attrelid = f.confrelid AND a.attnum = k.num ORDER BY k.i)
+          FROM pg_constraint f JOIN pg_class fc ON fc.oid = f.confrelid
+          JOIN pg_namespace fn ON fn.oid = fc.relnamespace
+         WHERE f.conrelid = %s::regclass AND f.contype = 'f' AND array_length(f.conkey, 1) > 1
+         ORDER BY f.conname
+        """,
+        (table,),
+    ).fetchall()
+    return [_CompositeFk(str(ref), tuple(cols), tuple(refs)) for ref, cols, refs in rows]
+
+
 def _value_sql(table: str, col: _Column) -> str | None:
     """A SQL expression over g.n (1..rows) giving a valid, distinct value; None when unknown."""
     ident = sql.Identifier(col.name).as_string(None)
@@ -802,14 +828,16 @@ def seed_database(
     with psycopg.connect(_url_for_libpq(url), autocommit=True, connect_timeout=5) as conn:
         tables = _tables(conn)
         columns = {t: _columns(conn, t) for t in tables}
+        composites = {t: _composite_fks(conn, t) for t in tables}
         order: list[str] = []
 
         def visit(table: str, path: tuple[str, ...]) -> None:
             if table in order or table in path:
                 return
-            for col in columns.get(table, []):
-                if col.fk and col.fk[0] != table and col.fk[0] in columns:
-                    visit(col.fk[0], (*path, table))
+            refs = [c.fk[0] for c in columns.get(table, []) if c.fk] + [f.ref_table for f in composites[table]]
+            for ref in refs:
+                if ref != table and ref in columns:
+                    visit(ref, (*path, table))
             order.append(table)
 
         for table in tables:
@@ -821,7 +849,33 @@ def seed_database(
             names: list[str] = []
             values: list[str] = []
             problem = None
+            # Composite keys: every column of one key reads the same referenced row (same order, same offset).
+            from_row: dict[str, str] = {}
+            required = {c.name for c in columns[table] if c.not_null}
+            for fk in composites[table]:
+                if fk.ref_table not in columns:
+                    continue
+                ref_count_row = conn.execute(f"SELECT count(*) FROM {fk.ref_table}").fetchone()
+                ref_count = int(ref_count_row[0]) if ref_count_row else 0
+                if ref_count == 0:
+                    if required & set(fk.columns):
+                        problem = f"({', '.join(fk.columns)}) references empty {fk.ref_table}"
+                        break
+                    continue
+                key_order = ", ".join(fk.ref_columns)
+                for col_name, ref_col in zip(fk.columns, fk.ref_columns, strict=True):
+                    from_row.setdefault(
+                        col_name,
+                        f"(SELECT {ref_col} FROM {fk.ref_table} ORDER BY {key_order}"
+                        f" OFFSET ((g.n - 1) % {ref_count}) LIMIT 1)",
+                    )
             for col in columns[table]:
+                if problem:
+                    break
+                if col.name in from_row:
+                    names.append(col.name)
+                    values.append(from_row[col.name])
+                    continue
                 if col.fk and col.fk[0] in columns:
                     ref_table, ref_col = col.fk
                     ref_count_row = conn.execute(f"SELECT count(*) FROM {ref_table}").fetchone()
@@ -1240,7 +1294,9 @@ def upgrade_keeps_rows(chain: TemplateChain, rev: str, *, exempt: bool) -> Check
             )
         notes = (f"declared data change: {describe_counts(losses)}",) if losses else ()
         chain.adopt((rev,), dbname, schema_snapshot(url))
-        return CheckOutcome(rev, seconds=time.monotonic() - started, notes=(f"rows before: {before}", *notes))
+        return CheckOutcome(
+            rev, seconds=time.monotonic() - started, notes=(f"rows before: {before}", f"seeded: {seeded}", *notes)
+        )
 
 
 def downgrade_keeps_rows(
@@ -1259,7 +1315,7 @@ def downgrade_keeps_rows(
         return CheckOutcome(head, skip=f"{head}: explicit lower bound (listed in migrations.irreversible)")
     with contextlib.ExitStack() as stack:
         try:
-            dbname, _template = stack.enter_context(chain.clone(heads))
+            dbname, template = stack.enter_context(chain.clone(heads))
         except TemplateUnavailable as exc:
             reason = str(exc).splitlines()[0]
             return CheckOutcome(head, skip=f"no seeded database at head: {reason} (its own check reports it)")
@@ -1295,7 +1351,8 @@ def downgrade_keeps_rows(
                     f"{revision.path.name}",
                 ),
             )
-        return CheckOutcome(head, notes=(f"rows before: {before}", f"rows after: {after}"))
+        seeded = template.seed.describe() if template.seed else "none"
+        return CheckOutcome(head, notes=(f"rows before: {before}", f"rows after: {after}", f"seeded: {seeded}"))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from opsverify.migrations import MigrationTree, TemplateChain, schema_snapshot, stairway
+from opsverify.migrations import MigrationTree, TemplateChain, schema_snapshot, seed_database, stairway
 from opsverify.services import PostgresServer, RedisServer
 
 TREES = Path(__file__).parent / "data" / "migrations"
@@ -125,3 +125,32 @@ def test_stairway_with_one_transaction_per_run_keeps_an_irreversible_revision_us
     failed = {rev: o.failure for rev, o in outcomes.items() if o.failure}
     assert not failed, failed
     assert [rev for rev, o in outcomes.items() if o.skip] == ["b2000002"]
+
+
+def test_seeding_fills_composite_foreign_keys_from_one_referenced_row(database: str) -> None:
+    """A NOT NULL foreign key over two columns gets both values from the same parent row; before,
+    such a table was skipped and its rows never took part in the data-safety checks."""
+    _run(
+        database,
+        """
+        CREATE TABLE tenants (id bigint PRIMARY KEY, name text NOT NULL);
+        CREATE TABLE projects (tenant_id bigint NOT NULL REFERENCES tenants (id), id bigint NOT NULL,
+                               title text NOT NULL, PRIMARY KEY (tenant_id, id));
+        CREATE TABLE tasks (id bigserial PRIMARY KEY, tenant_id bigint NOT NULL, project_id bigint NOT NULL,
+                            FOREIGN KEY (tenant_id, project_id) REFERENCES projects (tenant_id, id));
+        INSERT INTO tenants SELECT n, 'tenant ' || n FROM generate_series(1, 7) n;
+        """,
+    )
+    # 7 tenants, 30 projects: project keys are (1, 1) ... (7, 7), (1, 8) ..., so two independently
+    # generated columns cannot satisfy the key by coincidence.
+    report = seed_database(database, 30, only_empty=True)
+    assert report.skipped == {}, report.describe()
+    assert report.seeded == {"public.projects": 30, "public.tasks": 30}, report.describe()
+    with psycopg.connect(database) as conn:
+        orphans = conn.execute(
+            "SELECT count(*) FROM tasks t LEFT JOIN projects p ON (p.tenant_id, p.id) = (t.tenant_id, t.project_id)"
+            " WHERE p.id IS NULL"
+        ).fetchone()
+        spread = conn.execute("SELECT count(DISTINCT (tenant_id, project_id)) FROM tasks").fetchone()
+    assert orphans == (0,)
+    assert spread is not None and spread[0] > 1, "every task points at the same project"
