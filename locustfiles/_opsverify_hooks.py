@@ -72,8 +72,8 @@ def _abort_watch(environment: Environment, spec: dict[str, Any]) -> None:
     """Quit early when a threshold is clearly broken (k6's abortOnFail with delayAbortEval)."""
     # Imported here: only the master/local process needs it, and workers on other machines
     # need not have opsverify installed.
-    from opsverify.load import endpoint_stats_from_locust
-    from opsverify.thresholds import abort_reason, parse_threshold
+    from opsverify.perf import endpoint_stats_from_locust
+    from opsverify.perf.thresholds import abort_reason, parse_threshold
 
     thresholds = [parse_threshold(scope, text) for scope, text in spec["thresholds"]]
     started = time.monotonic()

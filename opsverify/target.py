@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from opsverify.config import Endpoint, Profile
-from opsverify.sample import ReferenceService
+from opsverify.reference import ReferenceService
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from opsverify.errors import ProviderError
-from opsverify.sample import migrate_and_seed
+from opsverify.reference import migrate_and_seed
 from opsverify.services import LocalProvider, PostgresServer, Provider, RedisServer, choose_provider
 from tests.gaterun import GateRun, run_gates
 

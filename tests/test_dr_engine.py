@@ -7,7 +7,7 @@ import gzip
 import os
 from pathlib import Path
 
-from opsverify.backup import (
+from opsverify.dr import (
     ArchiveFormat,
     Manifest,
     RedisKey,

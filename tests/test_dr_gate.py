@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from opsverify.sample import migrate_and_seed
+from opsverify.reference import migrate_and_seed
 from opsverify.services import PostgresServer, RedisServer, docker_answers
 from tests.gaterun import GateRun, run_gates
 

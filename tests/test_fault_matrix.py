@@ -391,7 +391,7 @@ def test_load_faults_fail_exactly_their_checks(gates, tmp_path: Path) -> None:  
         'name = "sneaky write"\nsql = "DELETE FROM items"\nruns = 1\n'
     )
     run = gates(
-        "-m", "perf", "-k", "not mixed", "--perf-duration", "4", "--target", str(profile), paths=("suites/performance",)
+        "-m", "perf", "-k", "not mixed", "--perf-duration", "4", "--target", str(profile), paths=("suites/perf",)
     )
     run.assert_only_failed(*(check for fault in LOAD_FAULTS for check in fault.checks))
     for fault in LOAD_FAULTS:

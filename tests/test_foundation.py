@@ -3,12 +3,14 @@ gate passes when healthy and fails on its fault, and every run leaves a report."
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 from pathlib import Path
 
 import pytest
 
+from opsverify.config import REPO_ROOT
 from opsverify.services import docker_answers
 from tests.gaterun import GateRun, run_gates
 
@@ -58,7 +60,7 @@ def test_every_run_writes_report_summary_and_junit(gates) -> None:
     run.assert_all_passed()
     summary = run.summary
     assert summary["result"] == "OK"
-    assert summary["target"] == "sample"
+    assert summary["target"] == "reference"
     assert summary["gates"]["smoke"]["passed"] == len(run.passed) > 0
     for name in ("report.html", "junit.xml", "summary.json", "sample_service.log"):
         assert (run.run_dir / name).is_file(), name
@@ -71,3 +73,25 @@ def test_nothing_selected_exits_5_and_still_reports(gates) -> None:
     run = gates("-m", "smoke and integration and dr")
     assert run.returncode == 5
     assert run.summary["result"] == "OK"
+
+
+def _imports_pytest(path: Path) -> bool:
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+        if isinstance(node, ast.Import) and any(a.name.split(".")[0] == "pytest" for a in node.names):
+            return True
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").split(".")[0] == "pytest":
+            return True
+    return False
+
+
+def test_only_the_plugin_package_imports_pytest() -> None:
+    """The engine is plain Python: a suite, a bench or another tool can use it without pytest."""
+    engine = REPO_ROOT / "opsverify"
+    plugin = engine / "plugin"
+    offenders = [
+        str(path.relative_to(REPO_ROOT))
+        for path in sorted(engine.rglob("*.py"))
+        if not path.is_relative_to(plugin) and _imports_pytest(path)
+    ]
+    assert not offenders, f"only opsverify/plugin/ may import pytest; also imported in: {', '.join(offenders)}"
+    assert all(_imports_pytest(p) for p in [plugin / "hooks.py"]), "the self-test must see the plugin's import"

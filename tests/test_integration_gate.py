@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from opsverify.sample import ReferenceService, migrate_and_seed, running_reference_service
+from opsverify.reference import ReferenceService, migrate_and_seed, running_reference_service
 from opsverify.services import PostgresServer, RedisServer
 from tests.test_smoke_gate import SMOKE_AND_INTEGRATION, run_with_secrets
 

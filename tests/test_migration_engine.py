@@ -10,7 +10,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from opsverify.migrations import MigrationTree, TemplateChain, schema_snapshot, seed_database, stairway
+from opsverify.migration import MigrationTree, TemplateChain, schema_snapshot, seed_database, stairway
 from opsverify.services import PostgresServer, RedisServer
 
 TREES = Path(__file__).parent / "data" / "migrations"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from opsverify.migrations import extract_revision_sql, lint
+from opsverify.migration import extract_revision_sql, lint
 
 TREES = "tests/data/migrations"
 # The live check compares the *target's* database (the reference service) with the tree, and
@@ -67,7 +67,7 @@ def test_no_tree_skips_naming_both_ways_to_set_it(gates) -> None:
 
 @pytest.mark.parametrize(
     ("tree", "expect_failure"),
-    [("fixtures/sample_service/alembic.ini", False), (f"{TREES}/online_lock/alembic.ini", True)],
+    [("reference_service/alembic.ini", False), (f"{TREES}/online_lock/alembic.ini", True)],
     ids=["reference-tree-holds", "exclusive-lock-breaks-budget"],
 )
 def test_online_upgrade_under_load(gates, tree: str, expect_failure: bool) -> None:

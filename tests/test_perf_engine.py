@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from opsverify.load import LoadError, LoadSpec, run_locust, start_locust
-from opsverify.sample import migrate_and_seed, running_reference_service
+from opsverify.perf import LoadError, LoadSpec, run_locust, start_locust
+from opsverify.reference import migrate_and_seed, running_reference_service
 from opsverify.services import PostgresServer, RedisServer
 from tests.gaterun import REPO_ROOT
 

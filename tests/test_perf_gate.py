@@ -16,14 +16,14 @@ pytestmark = pytest.mark.timeout(300)
 
 LOAD = ("-m", "perf", "-k", "not mixed", "--perf-duration", "8")
 # Only this gate's suite: other gates' checks may carry the perf marker too (online migration).
-PERF = ("suites/performance",)
+PERF = ("suites/perf",)
 
 
 def test_healthy_service_passes_every_default_threshold(gates) -> None:
     run = gates(*LOAD, paths=PERF)
     run.assert_all_passed()
-    assert "suites/performance/test_load_thresholds.py::test_threshold_holds[total p(95)<1000]" in run.passed
-    assert "suites/performance/test_load_thresholds.py::test_threshold_holds[total rate<0.01]" in run.passed
+    assert "suites/perf/test_load_thresholds.py::test_threshold_holds[total p(95)<1000]" in run.passed
+    assert "suites/perf/test_load_thresholds.py::test_threshold_holds[total rate<0.01]" in run.passed
     figures, budgets = run.summary["figures"], run.summary["budgets"]
     assert figures["requests"] >= 100, figures
     assert {"p95_ms", "p99_ms", "error_rate", "rps"} <= set(figures), figures

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from opsverify.load import EndpointStats, bucket_ms, histogram_percentile, merge_stats
-from opsverify.thresholds import (
+from opsverify.perf import EndpointStats, bucket_ms, histogram_percentile, merge_stats
+from opsverify.perf.thresholds import (
     ThresholdSyntaxError,
     abort_reason,
     evaluate,

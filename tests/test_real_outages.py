@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from opsverify.sample import migrate_and_seed, running_reference_service
+from opsverify.reference import migrate_and_seed, running_reference_service
 from opsverify.services import LocalProvider, free_port
 from tests.gaterun import run_gates
 

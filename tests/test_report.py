@@ -62,7 +62,7 @@ def test_healthy_run_report_says_ok_with_matching_counts(gates) -> None:
     assert int(counts["data-passed"]) == len(run.passed) == run.summary["counts"]["passed"]
     assert int(counts["data-failed"]) == 0
     assert report.gates["smoke"][:4] == ["smoke", "✔", str(len(run.passed)), "0"]
-    assert report.text_by_id["ops-target"] == "sample"
+    assert report.text_by_id["ops-target"] == "reference"
     # Self-contained: no stylesheet or script is fetched from elsewhere.
     html = (run.run_dir / "report.html").read_text()
     assert 'src="http' not in html and '<link rel="stylesheet" href="http' not in html

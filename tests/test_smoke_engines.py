@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from opsverify import deps, rotation
 from opsverify.config import Endpoint
-from opsverify.integration import items_of, oversized_body
-from opsverify.metrics import MetricsParseError, Scrape, is_protected, parse_metrics
-from opsverify.probes import ProbeResult
-from opsverify.sample import SAMPLE_ALEMBIC_INI, migrate_and_seed
+from opsverify.integration.flows import items_of, oversized_body
+from opsverify.reference import REFERENCE_ALEMBIC_INI, migrate_and_seed
 from opsverify.services import PostgresServer, RedisServer
-from opsverify.smoke import config_value_failure, degraded_failures, request_id_echo_failure
+from opsverify.smoke import deps, rotation
+from opsverify.smoke.metrics import MetricsParseError, Scrape, is_protected, parse_metrics
+from opsverify.smoke.probes import ProbeResult
+from opsverify.smoke.verdicts import config_value_failure, degraded_failures, request_id_echo_failure
 
 EXPOSITION = """\
 # HELP http_requests_total HTTP requests
@@ -149,10 +149,10 @@ def test_postgres_and_redis_probes(shared_servers: tuple[PostgresServer, RedisSe
 def test_schema_state_and_connection_budget(shared_servers: tuple[PostgresServer, RedisServer]) -> None:
     pg, _ = shared_servers
     with pg.throwaway_database() as url:
-        never = deps.schema_state(url, SAMPLE_ALEMBIC_INI, timeout_s=5)
+        never = deps.schema_state(url, REFERENCE_ALEMBIC_INI, timeout_s=5)
         assert not never.at_head and "no alembic_version table" in (never.error or "")
         migrate_and_seed(url, rows=0, revision="5a0e0003")
-        behind = deps.schema_state(url, SAMPLE_ALEMBIC_INI, timeout_s=5)
+        behind = deps.schema_state(url, REFERENCE_ALEMBIC_INI, timeout_s=5)
         assert not behind.at_head and behind.current and behind.heads and behind.current != behind.heads
         usage = deps.connection_usage(url, 0.8, timeout_s=5)
         assert usage.error is None and usage.in_use >= 1 and usage.within_budget

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from opsverify.sample import ReferenceService, migrate_and_seed, running_reference_service
+from opsverify.reference import ReferenceService, migrate_and_seed, running_reference_service
 from opsverify.services import PostgresServer, RedisServer
 from tests.test_smoke_gate import assert_no_secret
 
 METRICS_TOKEN = "opsv-known-loyalty-metrics-token-5e6f7a8b9c"
 JWT_SECRET = "opsv-known-ingest-jwt-secret-1a2b3c4d5e6f7a8b9c0d"
-SAMPLE_ALEMBIC_INI = "fixtures/sample_service/alembic.ini"
+REFERENCE_ALEMBIC_INI = "reference_service/alembic.ini"
 EXAMPLES = ["office", "loyalty", "inventory", "ingest", "field_service"]
 
 
@@ -95,7 +95,7 @@ def test_example_profile_smoke_is_green_and_read_only(
         "--base-url",
         service.base_url,
         "--alembic-ini",
-        SAMPLE_ALEMBIC_INI,
+        REFERENCE_ALEMBIC_INI,
         env=_env(name, example_database, shared_servers[1].url(), tmp_path),
     )
     run.assert_all_passed()
@@ -165,7 +165,7 @@ def test_unreachable_dependencies_fail_their_checks(gates, tmp_path: Path) -> No
         "--base-url",
         "http://127.0.0.1:9",
         "--alembic-ini",
-        SAMPLE_ALEMBIC_INI,
+        REFERENCE_ALEMBIC_INI,
         env={
             "OPSV_T_DB_URL": "postgresql://ops:pw-not-shown@127.0.0.1:1/inventory",
             "OPSV_T_REDIS_URL": "redis://127.0.0.1:1/0",
@@ -200,7 +200,7 @@ def test_schema_behind_and_connections_over_budget_fail(gates, shared_servers, t
             "--base-url",
             "http://127.0.0.1:9",
             "--alembic-ini",
-            SAMPLE_ALEMBIC_INI,
+            REFERENCE_ALEMBIC_INI,
             env={"OPSV_T_DB_URL": url, "OPSV_T_REDIS_URL": rd.url()},
         )
     run.assert_only_failed("test_schema_at_migration_head", "test_db_connections_within_budget")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from opsverify.integration import MISSING_ID, items_of, json_object, shape_problems
-from opsverify.plugin import OpsSession
-from opsverify.probes import HttpProbe
+from opsverify.integration.flows import MISSING_ID, items_of, json_object, shape_problems
+from opsverify.session import OpsSession
+from opsverify.smoke.probes import HttpProbe
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("reads_allowed", "readiness")]
 

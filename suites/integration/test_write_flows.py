@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import pytest
 
-from opsverify import integration as flows
-from opsverify.metrics import scrape
-from opsverify.plugin import OpsSession
-from opsverify.probes import HttpProbe
+from opsverify.integration import flows
+from opsverify.session import OpsSession
+from opsverify.smoke.metrics import scrape
+from opsverify.smoke.probes import HttpProbe
 from opsverify.target import Target
 
 pytestmark = [

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from opsverify.migrations import Revision, TemplateChain, downgrade_keeps_rows, upgrade_keeps_rows
-from opsverify.plugin import OpsSession
+from opsverify.migration import Revision, TemplateChain, downgrade_keeps_rows, upgrade_keeps_rows
+from opsverify.session import OpsSession
 
 pytestmark = pytest.mark.migration
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from opsverify.migrations import MigrationError, MigrationTree, TemplateChain, drift, labelled, load_metadata
-from opsverify.plugin import OpsSession
+from opsverify.migration import MigrationError, MigrationTree, TemplateChain, drift, labelled, load_metadata
+from opsverify.session import OpsSession
 
 pytestmark = pytest.mark.migration
 

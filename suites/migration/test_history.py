@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from opsverify.migrations import (
+from opsverify.migration import (
     MigrationTree,
     Revision,
     StepFailed,
@@ -17,9 +17,9 @@ from opsverify.migrations import (
     full_downgrade,
     labelled,
 )
-from opsverify.migrations import stairway as run_stairway
-from opsverify.plugin import OpsSession
+from opsverify.migration import stairway as run_stairway
 from opsverify.services import PostgresServer
+from opsverify.session import OpsSession
 
 pytestmark = pytest.mark.migration
 

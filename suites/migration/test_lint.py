@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from opsverify.migrations import Revision, StepFailed
+from opsverify.migration import Revision, StepFailed
 
 pytestmark = pytest.mark.migration
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from opsverify.migrations import MigrationTree, current_heads, labelled
-from opsverify.plugin import OpsSession
+from opsverify.migration import MigrationTree, current_heads, labelled
+from opsverify.session import OpsSession
 from opsverify.target import Target
 
 pytestmark = [pytest.mark.smoke, pytest.mark.migration]

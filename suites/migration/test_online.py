@@ -10,10 +10,10 @@ import contextlib
 
 import pytest
 
-from opsverify.load import LoadResult, LoadSpec, run_locust, stats_table_html
-from opsverify.migrations import MigrationTree, TemplateChain, TemplateUnavailable, labelled, online_upgrade
-from opsverify.plugin import OpsSession
-from opsverify.thresholds import evaluate, parse_thresholds
+from opsverify.migration import MigrationTree, TemplateChain, TemplateUnavailable, labelled, online_upgrade
+from opsverify.perf import LoadResult, LoadSpec, run_locust, stats_table_html
+from opsverify.perf.thresholds import evaluate, parse_thresholds
+from opsverify.session import OpsSession
 
 pytestmark = [pytest.mark.migration, pytest.mark.perf]
 

@@ -8,7 +8,7 @@ import pytest
 
 from opsverify.config import ConfigCheck
 from opsverify.redact import register_secret
-from opsverify.smoke import config_value_failure
+from opsverify.smoke.verdicts import config_value_failure
 
 pytestmark = pytest.mark.smoke
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from opsverify.plugin import OpsSession
-from opsverify.probes import HttpProbe
-from opsverify.smoke import degraded_failures
+from opsverify.session import OpsSession
+from opsverify.smoke.probes import HttpProbe
+from opsverify.smoke.verdicts import degraded_failures
 
 pytestmark = pytest.mark.smoke
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from opsverify import deps
-from opsverify.plugin import OpsSession
 from opsverify.redact import redact
+from opsverify.session import OpsSession
+from opsverify.smoke import deps
 
 pytestmark = pytest.mark.smoke
 TIMEOUT_S = 5.0

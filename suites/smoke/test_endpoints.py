@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from opsverify.config import Endpoint
-from opsverify.plugin import OpsSession
-from opsverify.probes import HttpProbe, PollResult
-from opsverify.smoke import (
+from opsverify.session import OpsSession
+from opsverify.smoke.probes import HttpProbe, PollResult
+from opsverify.smoke.verdicts import (
     blocked_in_maintenance,
     endpoint_failure,
     endpoint_timeout_s,

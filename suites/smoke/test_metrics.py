@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from opsverify.metrics import Scrape, is_protected, refused_without_token, scrape, scrape_failure
-from opsverify.plugin import OpsSession
-from opsverify.probes import HttpProbe
-from opsverify.smoke import traffic_path
+from opsverify.session import OpsSession
+from opsverify.smoke.metrics import Scrape, is_protected, refused_without_token, scrape, scrape_failure
+from opsverify.smoke.probes import HttpProbe
+from opsverify.smoke.verdicts import traffic_path
 from opsverify.target import Target
 
 pytestmark = pytest.mark.smoke

@@ -6,9 +6,9 @@ import secrets
 
 import pytest
 
-from opsverify.plugin import OpsSession
-from opsverify.probes import HttpProbe
-from opsverify.smoke import request_id_echo_failure, request_id_generated_failure
+from opsverify.session import OpsSession
+from opsverify.smoke.probes import HttpProbe
+from opsverify.smoke.verdicts import request_id_echo_failure, request_id_generated_failure
 
 pytestmark = pytest.mark.smoke
 

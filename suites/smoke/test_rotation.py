@@ -6,8 +6,8 @@ import datetime as dt
 
 import pytest
 
-from opsverify import rotation
-from opsverify.plugin import OpsSession
+from opsverify.session import OpsSession
+from opsverify.smoke import rotation
 
 pytestmark = pytest.mark.smoke
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from opsverify.plugin import OpsSession
+from opsverify.session import OpsSession
+from opsverify.smoke.tls import certificate_info, expiry_failure, https_endpoint
 from opsverify.target import Target
-from opsverify.tls import certificate_info, expiry_failure, https_endpoint
 
 pytestmark = pytest.mark.smoke
 TIMEOUT_S = 10.0

@@ -1,0 +1,127 @@
+"""The DR gate's engine: find or take a backup, prove it reads, restore it, prove it is the same.
+
+Modules: `tools` (the client tools, run and watched), `discovery` (finding backups), `backup`
+(taking one), `archive` (verifying it reads), `restore`, `manifest` (what a database holds),
+`integrity` (revision, invariants, amcheck), `redis_rdb` (the Redis round trip), `drill` (one drill,
+step by step).
+"""
+
+from opsverify.dr.archive import PLAIN_SQL_DONE, ArchiveReport, verify_archive
+from opsverify.dr.backup import BackupArtifact, newest_backup, take_backup
+from opsverify.dr.discovery import (
+    BACKUP_SUFFIXES,
+    IGNORED_SUFFIXES,
+    ArchiveFormat,
+    BackupCandidate,
+    detect_format,
+    dir_listing,
+    find_backups,
+    timestamp_in_name,
+)
+from opsverify.dr.drill import DrillPlan, DrillRun, SmokeOutcome
+from opsverify.dr.errors import DrError, StepError
+from opsverify.dr.integrity import (
+    AmcheckResult,
+    InvariantResult,
+    check_invariants,
+    known_revisions,
+    list_tables,
+    newest_data_at,
+    restored_revisions,
+    run_amcheck,
+)
+from opsverify.dr.manifest import (
+    SPLIT_TABLE_PAGES,
+    SYSTEM_SCHEMAS,
+    Manifest,
+    TableFingerprint,
+    diff_manifests,
+    exported_snapshot,
+    invalid_indexes,
+    take_manifest,
+)
+from opsverify.dr.redis_rdb import (
+    MARKER_TTL_S,
+    RedisDrill,
+    RedisKey,
+    compare_keyspaces,
+    copy_rdb,
+    fresh_redis,
+    read_keyspace,
+    redis_drill,
+    seed_redis_markers,
+    wait_bgsave,
+)
+from opsverify.dr.restore import RestoreResult, restore_backup
+from opsverify.dr.tools import (
+    PROGRESS_EVERY_S,
+    STDERR_TAIL_LINES,
+    PgClient,
+    ToolResult,
+    expand,
+    human_age,
+    human_bytes,
+    path_bytes,
+    progress,
+    run_tool,
+)
+
+__all__ = [
+    "BACKUP_SUFFIXES",
+    "IGNORED_SUFFIXES",
+    "MARKER_TTL_S",
+    "PLAIN_SQL_DONE",
+    "PROGRESS_EVERY_S",
+    "SPLIT_TABLE_PAGES",
+    "STDERR_TAIL_LINES",
+    "SYSTEM_SCHEMAS",
+    "AmcheckResult",
+    "ArchiveFormat",
+    "ArchiveReport",
+    "BackupArtifact",
+    "BackupCandidate",
+    "DrError",
+    "DrillPlan",
+    "DrillRun",
+    "InvariantResult",
+    "Manifest",
+    "PgClient",
+    "RedisDrill",
+    "RedisKey",
+    "RestoreResult",
+    "SmokeOutcome",
+    "StepError",
+    "TableFingerprint",
+    "ToolResult",
+    "check_invariants",
+    "compare_keyspaces",
+    "copy_rdb",
+    "detect_format",
+    "diff_manifests",
+    "dir_listing",
+    "expand",
+    "exported_snapshot",
+    "find_backups",
+    "fresh_redis",
+    "human_age",
+    "human_bytes",
+    "invalid_indexes",
+    "known_revisions",
+    "list_tables",
+    "newest_backup",
+    "newest_data_at",
+    "path_bytes",
+    "progress",
+    "read_keyspace",
+    "redis_drill",
+    "restore_backup",
+    "restored_revisions",
+    "run_amcheck",
+    "run_tool",
+    "seed_redis_markers",
+    "take_backup",
+    "take_manifest",
+    "timestamp_in_name",
+    "verify_archive",
+    "wait_bgsave",
+]

@@ -1,0 +1,1 @@
+"""The integration gate's engine: user flows against the running service (`flows`)."""

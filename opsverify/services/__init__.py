@@ -1,0 +1,58 @@
+"""Service providers and the servers they hand out (`servers`: PostgreSQL, Redis; `providers`).
+"""
+
+from opsverify.services.providers import (
+    AutoProvider,
+    ContainersProvider,
+    ExternalProvider,
+    LocalProvider,
+    Provider,
+    choose_provider,
+    docker_answers,
+    local_binaries,
+    local_binaries_default,
+)
+from opsverify.services.servers import (
+    CONNECT_TIMEOUT_S,
+    DB_PREFIX,
+    DEFAULT_POSTGRES_IMAGE,
+    DEFAULT_REDIS_IMAGE,
+    PG_BIN_ROOT,
+    ContainerTools,
+    HostTools,
+    PgConn,
+    PostgresServer,
+    RedisServer,
+    ToolRunner,
+    free_port,
+    host_tools_for,
+    wait_for_port,
+    with_database,
+)
+
+__all__ = [
+    "CONNECT_TIMEOUT_S",
+    "DB_PREFIX",
+    "DEFAULT_POSTGRES_IMAGE",
+    "DEFAULT_REDIS_IMAGE",
+    "PG_BIN_ROOT",
+    "AutoProvider",
+    "ContainerTools",
+    "ContainersProvider",
+    "ExternalProvider",
+    "HostTools",
+    "LocalProvider",
+    "PgConn",
+    "PostgresServer",
+    "Provider",
+    "RedisServer",
+    "ToolRunner",
+    "choose_provider",
+    "docker_answers",
+    "free_port",
+    "host_tools_for",
+    "local_binaries",
+    "local_binaries_default",
+    "wait_for_port",
+    "with_database",
+]
