@@ -21,10 +21,6 @@ def register_secret(value: str) -> None:
         _secrets.add(value)
 
 
-def registered_secrets() -> frozenset[str]:
-    return frozenset(_secrets)
-
-
 def redact(text: str) -> str:
     if not text:
         return text

@@ -12,7 +12,7 @@ import html
 import json
 import os
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -171,10 +171,6 @@ class RunRecord:
             "counts": self.counts,
             "figures": {name: f.value for name, f in self.figures.items()},
         }
-
-
-def figure_to_json(figure: Figure) -> str:
-    return json.dumps(asdict(figure))
 
 
 def figure_from_json(text: str) -> Figure:

@@ -18,10 +18,6 @@ class Target:
     # Set when the suite started the reference service itself.
     service: ReferenceService | None = None
 
-    @property
-    def owned(self) -> bool:
-        return self.service is not None
-
     def endpoint_headers(self, endpoint: Endpoint) -> dict[str, str]:
         return {name: self.profile.resolve_header(value) for name, value in endpoint.headers.items()}
 

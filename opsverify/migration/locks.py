@@ -98,11 +98,6 @@ class LockSampler:
     def waits(self) -> list[LockWait]:
         return sorted(self._waits.values(), key=lambda w: -w.waited_ms)
 
-    @property
-    def longest_ms(self) -> float:
-        return max((w.waited_ms for w in self._waits.values()), default=0.0)
-
-
 @dataclass(frozen=True)
 class OnlineUpgrade:
     """An upgrade run while something else (a load) used the database, with what it made others wait."""

@@ -50,10 +50,6 @@ class Revision:
     def test_id(self) -> str:
         return f"{self.id}-{self.slug}"
 
-    @property
-    def is_merge(self) -> bool:
-        return len(self.parents) > 1
-
     def describe(self) -> str:
         return f"{self.id} ({self.doc or 'no message'}) {self.path.name}"
 

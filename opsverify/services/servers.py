@@ -274,15 +274,6 @@ class RedisServer:
 
         return redis.Redis.from_url(self.url(), socket_timeout=3, socket_connect_timeout=3)
 
-    def delete_own_keys(self) -> None:
-        client = self.client()
-        try:
-            for key in client.scan_iter(match=self.prefix + "*", count=500):
-                client.delete(key)
-        finally:
-            client.close()
-
-
 class _RedisReplyError(Exception):
     """An error reply (-ERR, -NOAUTH, -WRONGPASS, -LOADING ...)."""
 

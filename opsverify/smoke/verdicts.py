@@ -80,10 +80,6 @@ def blocked_in_maintenance(endpoint: Endpoint, profile: Profile) -> bool:
     return endpoint.kind == "plain" and path != profile.metrics.path
 
 
-def live_endpoints(profile: Profile) -> list[Endpoint]:
-    return [e for e in profile.smoke.endpoints if e.kind == "live"]
-
-
 def degraded_failures(results: list[tuple[Endpoint, ProbeResult]]) -> list[str]:
     """Ingest runbook: while degraded, readiness may say 503, liveness must stay 200."""
     failures = []
