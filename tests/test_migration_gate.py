@@ -46,16 +46,16 @@ def test_models_ahead_of_migrations_fail_drift(gates) -> None:
 def test_reference_tree_passes_every_check_and_target_is_at_head(gates) -> None:
     run = gates("-m", "migration and not perf")
     run.assert_all_passed()
-    assert "suites/migration/test_live.py::test_target_database_at_head" in run.passed
+    assert "suites/smoke/test_dependencies.py::test_schema_at_migration_head" in run.passed
     assert len([t for t in run.passed if "test_stairway[" in t]) == 6
 
 
 def test_live_check_fails_when_target_is_behind_the_tree(gates) -> None:
     # The reference service runs at 5a0e0006; a tree whose head is one revision further is ahead of it.
     run = gates("-m", "smoke and migration", "--alembic-ini", f"{TREES}/online_lock/alembic.ini")
-    run.assert_only_failed("test_target_database_at_head")
-    message = run.message("test_target_database_at_head")
-    assert "Expected (head): bad00007" in message and "Got (alembic current): 5a0e0006" in message, message
+    run.assert_only_failed("test_schema_at_migration_head")
+    message = run.message("test_schema_at_migration_head")
+    assert "heads ['bad00007']" in message and "got ['5a0e0006']" in message, message
 
 
 def test_no_tree_skips_naming_both_ways_to_set_it(gates) -> None:

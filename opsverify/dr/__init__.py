@@ -32,7 +32,6 @@ from opsverify.dr.integrity import (
 )
 from opsverify.dr.manifest import (
     SPLIT_TABLE_PAGES,
-    SYSTEM_SCHEMAS,
     Manifest,
     TableFingerprint,
     diff_manifests,
@@ -74,7 +73,6 @@ __all__ = [
     "PROGRESS_EVERY_S",
     "SPLIT_TABLE_PAGES",
     "STDERR_TAIL_LINES",
-    "SYSTEM_SCHEMAS",
     "AmcheckResult",
     "ArchiveFormat",
     "ArchiveReport",

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import gzip
-import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from opsverify import cleanup
 from opsverify.dr.backup import BackupArtifact
 from opsverify.dr.discovery import ArchiveFormat
 from opsverify.dr.errors import DrError
@@ -136,52 +132,9 @@ def _pg_restore_read(
             result = run_tool(argv, env=env, timeout_s=timeout_s, stdin_feed=feed, stdout_path=out)
             lines = out.read_text(encoding="utf-8", errors="replace").splitlines()
             return _ReadResult(result.returncode, lines, result)
-        result = _run_to_sink(argv, env, timeout_s, feed, sink)
+        result = run_tool(argv, env=env, timeout_s=timeout_s, stdin_feed=feed, stdout_sink=sink.write)
+        # stdout is counted, not stored: a 1 GB archive expands to several GB of SQL.
         return _ReadResult(result.returncode, [], result)
-
-
-def _run_to_sink(
-    argv: list[str], env: Mapping[str, str], timeout_s: float, feed: Callable[[Any], None] | None, sink: _CountingSink
-) -> ToolResult:
-    """Like run_tool, but stdout is counted, not stored (a 1 GB archive expands to several GB of SQL)."""
-    started = time.monotonic()
-    proc = subprocess.Popen(
-        argv, env=dict(env), stdin=subprocess.PIPE if feed else subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-    )
-    token = cleanup.register("pg_restore read-through", lambda: cleanup.stop_process(proc))
-    tail: list[str] = []
-
-    def drain_stdout() -> None:
-        assert proc.stdout is not None
-        while chunk := proc.stdout.read(1 << 20):
-            sink.write(chunk)
-
-    def drain_stderr() -> None:
-        assert proc.stderr is not None
-        for raw in proc.stderr:
-            tail.append(raw.decode("utf-8", "replace").rstrip())
-            del tail[:-50]
-
-    threads = [threading.Thread(target=drain_stdout, daemon=True), threading.Thread(target=drain_stderr, daemon=True)]
-    for t in threads:
-        t.start()
-    timer = threading.Timer(timeout_s, lambda: cleanup.stop_process(proc))
-    timer.start()
-    try:
-        if feed is not None:
-            assert proc.stdin is not None
-            with contextlib.suppress(BrokenPipeError):
-                feed(proc.stdin)
-            with contextlib.suppress(BrokenPipeError):
-                proc.stdin.close()
-        returncode = proc.wait()
-    finally:
-        timer.cancel()
-        for t in threads:
-            t.join(timeout=10)
-        cleanup.done(token)
-    return ToolResult(returncode, tail, time.monotonic() - started)
 
 
 def _first_bytes(path: Path) -> str:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import psycopg
 
+from opsverify.db import alembic_versions, user_schemas_sql
 from opsverify.dr.errors import DrError
 from opsverify.dr.tools import STDERR_TAIL_LINES, PgClient, progress, run_tool
 from opsverify.redact import redact
@@ -19,25 +20,21 @@ from opsverify.redact import redact
 def restored_revisions(url: str) -> list[str] | None:
     """alembic_version rows of the restored database; None when it has no such table."""
     with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
-        exists = conn.execute("SELECT to_regclass('alembic_version') IS NOT NULL").fetchone()
-        if not exists or not exists[0]:
-            return None
-        return [str(r[0]) for r in conn.execute("SELECT version_num FROM alembic_version").fetchall()]
+        versions = alembic_versions(conn)
+    return None if versions is None else list(versions)
 
 
 def known_revisions(alembic_ini: Path) -> set[str]:
-    from alembic.config import Config
-    from alembic.script import ScriptDirectory
+    from opsverify.migration.tree import MigrationTree
 
-    script = ScriptDirectory.from_config(Config(str(alembic_ini)))
-    return {rev.revision for rev in script.walk_revisions()}
+    return set(MigrationTree(alembic_ini).revisions)
 
 
 def list_tables(url: str) -> list[str]:
     with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
         rows = conn.execute(
             "SELECT schemaname || '.' || tablename FROM pg_tables "
-            "WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1"
+            "WHERE " + user_schemas_sql("schemaname") + " ORDER BY 1"
         ).fetchall()
     return [str(r[0]) for r in rows]
 

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
+from opsverify.db import user_schemas_sql
 from opsverify.dr.tools import human_bytes, progress
 
 # Tables bigger than this are fingerprinted in block ranges on several connections.
 SPLIT_TABLE_PAGES = 2048
-SYSTEM_SCHEMAS = ("pg_catalog", "information_schema")
 
 
 # Manifest: what a database holds, computed in the server
@@ -61,8 +61,7 @@ class Manifest:
         return h.hexdigest()[:16]
 
 
-_EXCLUDE_NS = """n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%%'
-    AND n.nspname NOT LIKE 'pg\\_temp%%'"""
+_EXCLUDE_NS = user_schemas_sql()
 _NOT_EXTENSION = "NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = {oid} AND d.deptype = 'e')"
 
 # Column types whose hash functions depend only on the value (not on OIDs, like enums): rows made of

@@ -20,12 +20,15 @@ from opsverify.dr.tools import expand
 from opsverify.services import free_port, wait_for_port
 from opsverify.smoke.probes import HttpProbe
 from opsverify.smoke.verdicts import endpoint_failure, readiness_path, wait_until_ready
+from opsverify.target import Target
 
 DRILL_START_TIMEOUT_S = 60.0
 
 
 def smoke_on(profile: Profile, base_url: str, started: float) -> SmokeOutcome:
     """The smoke gate's own verdicts, against the service running on the restored database."""
+    # The service on the restored copy is a target of its own: same profile, its own URL and database.
+    target = Target(profile=profile, base_url=base_url, database_url=None, redis_url=None)
     failures: dict[str, str] = {}
     exchanges: list[str] = []
     with HttpProbe(base_url) as http:
@@ -38,8 +41,7 @@ def smoke_on(profile: Profile, base_url: str, started: float) -> SmokeOutcome:
                                   f"last: {poll.last.describe()}")
                 return SmokeOutcome(base_url, failures, time.monotonic() - started, exchanges)
         for endpoint in profile.smoke.endpoints:
-            headers = {k: profile.resolve_header(v) for k, v in endpoint.headers.items()}
-            result = http.request(endpoint.method, endpoint.path, headers=headers)
+            result = http.request(endpoint.method, endpoint.path, headers=target.endpoint_headers(endpoint))
             exchanges.append(result.exchange())
             failure = endpoint_failure(result, endpoint)
             if failure:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from opsverify import cleanup
+from opsverify import procs
 from opsverify.dr.errors import log
 from opsverify.redact import redact
 from opsverify.services import PostgresServer
@@ -137,71 +137,16 @@ def run_tool(
     stdin_file: Path | None = None,
     stdin_feed: Callable[[Any], None] | None = None,
     stdout_path: Path | None = None,
+    stdout_sink: Callable[[bytes], None] | None = None,
     on_stderr_line: Callable[[str], None] | None = None,
     shell: bool = False,
 ) -> ToolResult:
     """Run a tool with a hard timeout, stream its stderr (bounded tail kept), never raise on exit codes."""
-    started = time.monotonic()
-    stdin: Any = subprocess.DEVNULL
-    opened: list[Any] = []
-    if stdin_file is not None:
-        stdin = stdin_file.open("rb")
-        opened.append(stdin)
-    elif stdin_feed is not None:
-        stdin = subprocess.PIPE
-    stdout: Any = subprocess.DEVNULL
-    if stdout_path is not None:
-        stdout = stdout_path.open("wb")
-        opened.append(stdout)
-    proc = subprocess.Popen(
-        argv if not shell else argv[0],  # type: ignore[arg-type]
-        env=dict(env),
-        stdin=stdin,
-        stdout=stdout,
-        stderr=subprocess.PIPE,
-        shell=shell,
-        start_new_session=True,
+    result = procs.run(
+        argv, env=env, timeout_s=timeout_s, stdin_file=stdin_file, stdin_feed=stdin_feed,
+        stdout_path=stdout_path, stdout_sink=stdout_sink, on_stderr_line=on_stderr_line, shell=shell,
     )
-    token = cleanup.register(f"tool {Path(str(argv[0])).name}", lambda: cleanup.stop_process(proc))
-    tail: list[str] = []
-
-    def read_stderr() -> None:
-        assert proc.stderr is not None
-        for raw in proc.stderr:
-            line = raw.decode("utf-8", "replace").rstrip()
-            if on_stderr_line is not None:
-                with contextlib.suppress(Exception):
-                    on_stderr_line(line)
-            tail.append(line)
-            if len(tail) > 200:
-                del tail[:100]
-
-    reader = threading.Thread(target=read_stderr, daemon=True)
-    reader.start()
-    timer = threading.Timer(timeout_s, lambda: cleanup.stop_process(proc))
-    timer.start()
-    try:
-        if stdin_feed is not None:
-            assert proc.stdin is not None
-            try:
-                stdin_feed(proc.stdin)
-            except BrokenPipeError:
-                pass  # the tool stopped reading (it failed); its exit code and stderr say why
-            finally:
-                with contextlib.suppress(BrokenPipeError):
-                    proc.stdin.close()
-        returncode = proc.wait()
-    finally:
-        timer.cancel()
-        reader.join(timeout=5)
-        for fh in opened:
-            fh.close()
-        cleanup.done(token)
-    elapsed = time.monotonic() - started
-    if elapsed >= timeout_s:
-        tail.append(f"(stopped after the {timeout_s:.0f} s timeout)")
-        returncode = returncode or -1
-    return ToolResult(returncode, tail, elapsed)
+    return ToolResult(result.returncode, result.stderr_tail, result.elapsed_s)
 
 
 def expand(template: str, values: Mapping[str, str]) -> str:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
+from opsverify.db import alembic_versions
 from opsverify.migration.errors import StepFailed
 from opsverify.migration.runtime import _database_url_env, _StepLog
 from opsverify.migration.schema import Schema, _snapshot
@@ -138,14 +139,7 @@ class DbSession:
 
     def heads(self) -> tuple[str, ...]:
         try:
-            exists = self.connection.exec_driver_sql(
-                "SELECT to_regclass('alembic_version') IS NOT NULL"
-            ).scalar()
-            if not exists:
-                return ()
-            rows = self.connection.exec_driver_sql(
-                "SELECT version_num FROM alembic_version ORDER BY 1"
-            ).fetchall()
+            versions = alembic_versions(self.connection) or ()
         except Exception:
             with contextlib.suppress(Exception):
                 self.connection.rollback()
@@ -153,4 +147,4 @@ class DbSession:
         finally:
             if self.connection.in_transaction() and not self.connection.invalidated:
                 self._end_read()
-        return tuple(str(r[0]) for r in rows)
+        return versions

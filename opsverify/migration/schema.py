@@ -8,6 +8,7 @@ from typing import Any
 
 import psycopg
 
+from opsverify.db import alembic_versions, is_system_schema, user_schemas_sql
 from opsverify.migration.runtime import _url_for_libpq
 
 # Schema snapshots: what a downgrade must restore
@@ -22,10 +23,7 @@ class Schema:
         return sorted(self.items - other.items), sorted(other.items - self.items)
 
 
-_SCHEMA_FILTER = (
-    "n.nspname NOT IN ('pg_catalog', 'information_schema') "
-    "AND n.nspname NOT LIKE 'pg_toast%%' AND n.nspname NOT LIKE 'pg_temp%%'"
-)
+_SCHEMA_FILTER = user_schemas_sql()
 # FirstNormalObjectId: every object created after initdb (all a migration can touch) has an OID at or
 # above it, so the snapshot never scans the built-in catalog rows (a third of its time otherwise).
 _FIRST_USER_OID = 16384
@@ -65,17 +63,13 @@ _TABLE_KINDS = frozenset("rpvmf")
 _RELATION_KINDS = frozenset("rpvmfS")
 
 
-def _system_schema(name: str) -> bool:
-    return name in ("pg_catalog", "information_schema") or name.startswith(("pg_toast", "pg_temp"))
-
-
 def _schema_lines(rows: Iterable[Sequence[Any]]) -> frozenset[str]:
     """The catalog rows of _SNAPSHOT_SQL as comparable lines (names and definitions, not OIDs)."""
     by_kind: dict[str, list[Sequence[Any]]] = {}
     for row in rows:
         by_kind.setdefault(row[0], []).append(row)
     schemas = {int(r[1]): str(r[3]) for r in by_kind.get("n", ())}
-    user_schema = {oid: not _system_schema(name) for oid, name in schemas.items()}
+    user_schema = {oid: not is_system_schema(name) for oid, name in schemas.items()}
     # relation oid -> (qualified name, relkind, kept: in a user schema and not alembic's own table)
     rels: dict[int, tuple[str, str, bool]] = {}
     lines: set[str] = set()
@@ -129,7 +123,7 @@ def _schema_lines(rows: Iterable[Sequence[Any]]) -> frozenset[str]:
         if row[3] != "plpgsql":
             lines.add(f"extension {row[3]}")
     for name in schemas.values():
-        if not _system_schema(name) and name != "public":
+        if not is_system_schema(name) and name != "public":
             lines.add(f"schema {name}")
     return frozenset(lines)
 
@@ -149,8 +143,4 @@ def current_heads(url: str, *, read_only: bool = False) -> tuple[str, ...]:
     """`alembic current`: the versions in alembic_version (empty when the table does not exist)."""
     options = "-c default_transaction_read_only=on" if read_only else None
     with psycopg.connect(_url_for_libpq(url), autocommit=True, connect_timeout=5, options=options) as conn:
-        exists = conn.execute("SELECT to_regclass('alembic_version') IS NOT NULL").fetchone()
-        if not exists or not exists[0]:
-            return ()
-        rows = conn.execute("SELECT version_num FROM alembic_version ORDER BY 1").fetchall()
-    return tuple(str(r[0]) for r in rows)
+        return alembic_versions(conn) or ()

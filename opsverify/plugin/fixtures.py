@@ -22,12 +22,15 @@ from opsverify.session import OpsSession
 
 @pytest.fixture(scope="session")
 def ops(pytestconfig: pytest.Config) -> OpsSession:
-    """The run: profile, options, report directory."""
+    """The run's OpsSession (profile, options, report directory).
+    Override only in self-tests that build a session by hand.
+    """
     return get_session(pytestconfig)
 
 
 @pytest.fixture(scope="session")
 def profile(ops: OpsSession) -> Profile:
+    """The run's validated Profile (shortcut for ops.profile); override to test a profile built in code."""
     return ops.profile
 
 
@@ -62,12 +65,15 @@ class FigureRecorder:
 
 @pytest.fixture
 def figures(request: pytest.FixtureRequest) -> FigureRecorder:
+    """A FigureRecorder for this test's measured figures (value, unit, budget) in the report.
+    Not meant to be overridden.
+    """
     return FigureRecorder(request.node)
 
 
 @pytest.fixture
 def report_extra(request: pytest.FixtureRequest, pytestconfig: pytest.Config):  # type: ignore[no-untyped-def]
-    """Attach text/HTML to this test's row in report.html (redacted)."""
+    """A recorder attaching text/HTML to this test's row in report.html (redacted); not meant to be overridden."""
     extras = pytestconfig.pluginmanager.getplugin("html")
     added: list[dict[str, Any]] = []
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import psycopg
 
+from opsverify.db import alembic_versions
 from opsverify.redact import redact
 
 CONNECT_TIMEOUT_S = 5
@@ -70,7 +71,7 @@ def _connect(url: str, timeout_s: float) -> psycopg.Connection:
         connect_timeout=max(1, int(timeout_s)),
         autocommit=True,
         application_name="opsverify",
-        options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
+        options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS} -c default_transaction_read_only=on",
     )
 
 
@@ -109,17 +110,15 @@ def redis_ping(url: str, *, timeout_s: float = CONNECT_TIMEOUT_S) -> DepResult:
 
 def migration_heads(alembic_ini: Path) -> tuple[str, ...]:
     """Heads of the migration tree the profile names (alembic's own ScriptDirectory)."""
-    from alembic.config import Config
-    from alembic.script import ScriptDirectory
+    from opsverify.migration.tree import MigrationTree
 
-    return tuple(ScriptDirectory.from_config(Config(str(alembic_ini))).get_heads())
+    return MigrationTree(alembic_ini).heads
 
 
-def current_revisions(url: str, *, timeout_s: float = CONNECT_TIMEOUT_S) -> tuple[str, ...]:
-    """Rows of alembic_version; raises psycopg.Error (e.g. UndefinedTable) for the caller to word."""
+def current_revisions(url: str, *, timeout_s: float = CONNECT_TIMEOUT_S) -> tuple[str, ...] | None:
+    """Rows of alembic_version, None without the table; raises psycopg.Error for the caller to word."""
     with _connect(url, timeout_s) as conn:
-        rows = conn.execute("SELECT version_num FROM alembic_version ORDER BY version_num").fetchall()
-    return tuple(str(r[0]) for r in rows)
+        return alembic_versions(conn)
 
 
 def schema_state(url: str, alembic_ini: Path, *, timeout_s: float = CONNECT_TIMEOUT_S) -> SchemaState:
@@ -129,10 +128,10 @@ def schema_state(url: str, alembic_ini: Path, *, timeout_s: float = CONNECT_TIME
         return SchemaState((), (), f"cannot read migration tree {alembic_ini}: {_error_text(exc)}")
     try:
         current = current_revisions(url, timeout_s=timeout_s)
-    except psycopg.errors.UndefinedTable:
-        return SchemaState((), heads, "the database has no alembic_version table (never migrated?)")
     except (psycopg.Error, OSError) as exc:
         return SchemaState((), heads, f"cannot read alembic_version: {_error_text(exc)}")
+    if current is None:
+        return SchemaState((), heads, "the database has no alembic_version table (never migrated?)")
     return SchemaState(current, heads)
 
 

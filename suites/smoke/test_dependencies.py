@@ -33,8 +33,12 @@ def test_redis_answers(target_redis_url: str) -> None:
     )
 
 
+@pytest.mark.migration
 def test_schema_at_migration_head(target_db_url: str, target_alembic_ini: Path, report_extra) -> None:
-    """Office runbook: `alembic upgrade head` before traffic; `alembic current` must equal head."""
+    """Office runbook: `alembic upgrade head` before traffic; `alembic current` must equal head.
+
+    The one "database at head" check: it runs under `-m smoke` and under `-m migration`.
+    """
     state = deps.schema_state(target_db_url, target_alembic_ini, timeout_s=TIMEOUT_S)
     report_extra.text(
         "revisions", f"current: {state.current}\nheads: {state.heads}\ntree: {target_alembic_ini}"

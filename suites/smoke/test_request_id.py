@@ -15,6 +15,9 @@ pytestmark = pytest.mark.smoke
 
 @pytest.fixture(scope="module")
 def request_id_path(ops: OpsSession) -> str:
+    """The path the request-id checks call (smoke.request_id_path); skips when unset.
+    Override to pick another.
+    """
     if not ops.profile.smoke.request_id_path:
         pytest.skip(f"{ops.profile.name}: smoke.request_id_path is unset (request-id checks disabled)")
     return ops.profile.smoke.request_id_path
